@@ -1,0 +1,17 @@
+"""Test setup: 8 forced host devices so sharding is exercised on CPU.
+
+This must run before jax is imported anywhere, which pytest guarantees for a
+top-level conftest.py.
+"""
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top
+
+assert len(jax.devices()) == 8, "conftest must set XLA_FLAGS before jax is imported"
