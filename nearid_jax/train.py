@@ -608,6 +608,40 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   return _finish(trainer, state, workdir, primary)
 
 
+def load_trained(workdir: str, step: int | None = None
+                 ) -> tuple["Trainer", TrainState]:
+  """Rebuilds the trainer of a workdir and restores its (latest) state.
+
+  Analysis code uses it to reach what representations.npz does not hold,
+  e.g. decoder Jacobians: `trainer.model(hp).apply(variables, z,
+  method="decode")`.
+
+  Args:
+    workdir: a directory written by `run`.
+    step: the checkpoint step; None for the latest.
+
+  Returns:
+    (trainer, state) with the stacked, padded state.
+
+  Raises:
+    FileNotFoundError: when the workdir holds no config or checkpoint.
+  """
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(cfg_path):
+    raise FileNotFoundError(f"{cfg_path} not found: {workdir!r} is not a "
+                            "training workdir of nearid_jax.train.run.")
+  with open(cfg_path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  trainer = Trainer(config)
+  with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                             keep=config.keep_checkpoints) as ckpt:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {workdir!r}/checkpoints.")
+    state = ckpt.restore(step, trainer.abstract_state())
+  return trainer, state
+
+
 def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk):
   config = trainer.config
   if start >= config.num_steps:
