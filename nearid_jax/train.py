@@ -27,6 +27,7 @@ The other runs are unaffected.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
@@ -451,6 +452,21 @@ class Trainer:
                                        sharding=self.sharding), shapes)
 
 
+@functools.lru_cache(maxsize=16)
+def _cached_trainer(config: ml_collections.FrozenConfigDict) -> Trainer:
+  return Trainer(config)
+
+
+def get_trainer(config: ml_collections.ConfigDict) -> Trainer:
+  """A Trainer shared by equal configs, so their programs compile once.
+
+  Raises:
+    ValueError: for an invalid config (before anything compiles).
+  """
+  validate_config(config)
+  return _cached_trainer(ml_collections.FrozenConfigDict(config))
+
+
 def make_train(config: ml_collections.ConfigDict) -> Callable:
   """Returns the pure `train(key) -> (state, metrics)` for all runs.
 
@@ -465,7 +481,7 @@ def make_train(config: ml_collections.ConfigDict) -> Callable:
     >>> metrics["loss"].shape
     (2, 4)
   """
-  trainer = Trainer(config)
+  trainer = get_trainer(config)
   n_chunks = config.num_steps // config.log_every
   n_runs = trainer.runs.num_runs
 
@@ -579,7 +595,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   Raises:
     ValueError: for invalid configs or workdirs, before anything compiles.
   """
-  trainer = Trainer(config)  # validates the config first
+  trainer = get_trainer(config)  # validates the config first
   primary = jax.process_index() == 0
   if primary:
     _prepare_workdir(config, workdir, overwrite)
@@ -632,7 +648,7 @@ def load_trained(workdir: str, step: int | None = None
                             "training workdir of nearid_jax.train.run.")
   with open(cfg_path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  trainer = Trainer(config)
+  trainer = get_trainer(config)
   with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                              keep=config.keep_checkpoints) as ckpt:
     step = ckpt.latest_step() if step is None else step
