@@ -141,6 +141,19 @@ class GroundTruthDataset(abc.ABC):
       return jax.vmap(self._render)(values, keys)
     return jax.vmap(lambda v: self._render(v, None))(values)
 
+  def _draw(self, key: jax.Array, n: int) -> Triple:
+    """The body of `sample` (traced): indices first, then their images."""
+    k_idx, k_img = jax.random.split(key)
+    idx = self._sample_indices(k_idx, n)
+    return self._images_for(idx, k_img), idx, self.indices_to_values(idx)
+
+  def _draw_fixed(self, key: jax.Array, n: int, factor: jax.Array,
+                  value: jax.Array) -> Triple:
+    """The body of `sample_fixed` (traced)."""
+    k_idx, k_img = jax.random.split(key)
+    idx = self._sample_indices_fixed(k_idx, n, factor, value)
+    return self._images_for(idx, k_img), idx, self.indices_to_values(idx)
+
   # ---- metadata ---------------------------------------------------------
 
   @property
@@ -530,20 +543,177 @@ def _render_values(ds: GroundTruthDataset, values: jax.Array,
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _sample(ds: GroundTruthDataset, key: jax.Array, n: int) -> Triple:
-  k_idx, k_img = jax.random.split(key)
-  idx = ds._sample_indices(k_idx, n)  # pylint: disable=protected-access
-  images = ds._images_for(idx, k_img)  # pylint: disable=protected-access
-  return images, idx, ds.indices_to_values(idx)
+  return ds._draw(key, n)  # pylint: disable=protected-access
 
 
 @functools.partial(jax.jit, static_argnums=(0, 2))
 def _sample_fixed(ds: GroundTruthDataset, key: jax.Array, n: int,
                   factor: jax.Array, value: jax.Array) -> Triple:
-  k_idx, k_img = jax.random.split(key)
-  idx = ds._sample_indices_fixed(k_idx, n, factor, value)  # pylint: disable=protected-access
-  images = ds._images_for(idx, k_img)  # pylint: disable=protected-access
+  images, idx, values = ds._draw_fixed(key, n, factor, value)  # pylint: disable=protected-access
   sizes = jnp.asarray(ds.factor_sizes)
   ok = (factor >= 0) & (factor < ds.num_factors)
   ok &= (value >= 0) & (value < sizes[jnp.clip(factor, 0, ds.num_factors - 1)])
   images = _flag_invalid(ds, images, jnp.broadcast_to(ok, (n,)))
-  return images, idx, ds.indices_to_values(idx)
+  return images, idx, values
+
+
+class ArrayDataset(GroundTruthDataset):
+  """A stored ground-truth dataset held in (device) memory.
+
+  Rows need not cover the grid, nor cover it once: scikit-learn digits has
+  ~180 images per digit, smallNORB several instances per factor setting.
+  `sample` draws rows uniformly; `sample_fixed(factor, value)` draws rows
+  uniformly among those whose factor equals `value` (one sort per factor,
+  precomputed, so both stay jittable with traced `factor`/`value`). When the
+  rows cover the grid exactly once, `render` looks images up by index and
+  `enumerate_grid` walks the grid.
+
+  Instances hash by identity: each one compiles its own sampler.
+
+  Args:
+    images: [N, H, W, C] uint8 (scaled by 1/255) or float array in [0, 1].
+    factor_indices: [N, K] int factor indices.
+    factor_names: K names.
+    factor_sizes: K cardinalities (default: max index + 1).
+    factor_values: optional [N, K] float values; each index must map to
+      one value (checked), which defines the value grid. Default: the
+      indices as floats.
+    name: dataset name for messages.
+
+  Examples:
+    >>> import numpy as np, jax
+    >>> ds = ArrayDataset(np.zeros((4, 8, 8, 1), np.uint8),
+    ...                   np.array([[0], [1], [0], [1]]), ("digit",))
+    >>> ds.sample(jax.random.key(0), 3)[1].shape
+    (3, 1)
+  """
+
+  def __init__(self, images, factor_indices, factor_names: Sequence[str],
+               factor_sizes: Sequence[int] | None = None,
+               factor_values=None, name: str = "arrays",
+               categorical: Sequence[str] = ()):
+    images = np.asarray(images)
+    idx = np.asarray(factor_indices)
+    check_int("factor_indices", idx)
+    validation.check_ndim("images", images, (4,), "[N, H, W, C]")
+    validation.check_ndim("factor_indices", idx, (2,), "[N, K]")
+    if len(images) != len(idx):
+      raise ValueError(
+          f"images has {len(images)} rows but factor_indices has {len(idx)}.")
+    if len(images) == 0:
+      raise ValueError("an ArrayDataset needs at least one row.")
+    if idx.shape[1] != len(factor_names):
+      raise ValueError(
+          f"factor_indices has {idx.shape[1]} columns but {len(factor_names)} "
+          f"factor names were given ({list(factor_names)}).")
+    if images.dtype != np.uint8:
+      validation.check_float("images", images)
+      validation.check_finite("images", images, row_axis=0)
+    if (idx < 0).any():
+      raise ValueError("factor_indices must be >= 0.")
+    self.name = name
+    self.factor_names = tuple(factor_names)
+    sizes = (tuple(int(s) for s in factor_sizes) if factor_sizes is not None
+             else tuple(int(m) + 1 for m in idx.max(0)))
+    if len(sizes) != idx.shape[1] or (idx >= np.asarray(sizes)).any():
+      raise ValueError(
+          f"factor_indices exceed factor_sizes {sizes} (max per factor "
+          f"{idx.max(0).tolist()}).")
+    self.factor_sizes = sizes
+    self.observation_shape = tuple(int(d) for d in images.shape[1:])
+    self.categorical = tuple(categorical)
+    self._grid = self._grid_from(idx, factor_values)
+    self._images = jnp.asarray(images)
+    self._idx = jnp.asarray(idx, jnp.int32)
+    # Rows sorted by each factor, and where each (factor, value) block
+    # starts: sample_fixed draws a position inside the block.
+    order = np.argsort(idx, axis=0, kind="stable").T.astype(np.int32)
+    counts = np.zeros((len(sizes), max(sizes)), np.int32)
+    for k, s in enumerate(sizes):
+      counts[k, :s] = np.bincount(idx[:, k], minlength=s)
+    starts = np.cumsum(counts, 1) - counts
+    self._order, self._counts = jnp.asarray(order), jnp.asarray(counts)
+    self._starts = jnp.asarray(starts.astype(np.int32))
+    flat = self.flat_index(idx)
+    self.complete_grid = (len(idx) == self.num_examples
+                          and len(np.unique(flat)) == len(idx))
+    if self.complete_grid:
+      row_of = np.empty(self.num_examples, np.int32)
+      row_of[flat] = np.arange(len(idx), dtype=np.int32)
+      self._row_of = jnp.asarray(row_of)
+
+  def _grid_from(self, idx: np.ndarray, values) -> tuple[np.ndarray, ...]:
+    if values is None:
+      return tuple(np.arange(s, dtype=np.float32) for s in self.factor_sizes)
+    values = np.asarray(values, np.float32)
+    if values.shape != idx.shape:
+      raise ValueError(
+          f"factor_values has shape {values.shape}, expected {idx.shape}.")
+    validation.check_finite("factor_values", values, row_axis=0)
+    grid = []
+    for k, s in enumerate(self.factor_sizes):
+      g = np.full(s, np.nan, np.float32)
+      g[idx[:, k]] = values[:, k]
+      if not np.allclose(g[idx[:, k]], values[:, k], atol=1e-6):
+        raise ValueError(
+            f"factor {self.factor_names[k]!r}: one index maps to several "
+            "values; factor_values must be a function of factor_indices.")
+      # Indices absent from the rows get their own index as a value.
+      missing = np.isnan(g)
+      g[missing] = np.flatnonzero(missing)
+      grid.append(g)
+    return tuple(grid)
+
+  def _factor_value_grid(self):
+    return self._grid
+
+  def __hash__(self):
+    return id(self)
+
+  def __eq__(self, other):
+    return self is other
+
+  @property
+  def num_rows(self) -> int:
+    return int(self._idx.shape[0])
+
+  def _rows(self, rows: jax.Array) -> Triple:
+    images = self._images[rows]
+    if images.dtype == jnp.uint8:
+      images = images.astype(jnp.float32) / 255.0
+    idx = self._idx[rows]
+    return images.astype(jnp.float32), idx, self.indices_to_values(idx)
+
+  def _draw(self, key, n):
+    return self._rows(jax.random.randint(key, (n,), 0, self.num_rows))
+
+  def _draw_fixed(self, key, n, factor, value):
+    k = jnp.clip(factor, 0, self.num_factors - 1)
+    v = jnp.clip(value, 0, self._counts.shape[1] - 1)
+    count = jnp.maximum(self._counts[k, v], 1)
+    pos = self._starts[k, v] + jnp.minimum(
+        (jax.random.uniform(key, (n,)) * count).astype(jnp.int32), count - 1)
+    images, idx, values = self._rows(self._order[k, pos])
+    # A value with no rows cannot be sampled: flag it like a bad index.
+    images = jnp.where(self._counts[k, v] > 0, images, jnp.nan)
+    return images, idx, values
+
+  def _images_for(self, indices, key):
+    del key
+    if not self.complete_grid:
+      raise NotImplementedError(
+          f"{self.name}: rows do not cover the factor grid exactly once, so "
+          "an image cannot be looked up by factor indices; use sample() or "
+          "sample_fixed().")
+    rows = self._row_of[jnp.asarray(self.flat_index_jnp(indices))]
+    return self._rows(rows)[0]
+
+  def flat_index_jnp(self, indices: jax.Array) -> jax.Array:
+    """Traced row-major flat index of [..., K] factor indices."""
+    strides = np.cumprod((1,) + self.factor_sizes[:0:-1])[::-1]
+    return jnp.sum(jnp.clip(indices, 0, jnp.asarray(self.factor_sizes) - 1)
+                   * jnp.asarray(strides, jnp.int32), -1)
+
+  def arrays(self) -> Triple:
+    """All rows: images [N, H, W, C] float32, indices, values."""
+    return self._rows(jnp.arange(self.num_rows))
