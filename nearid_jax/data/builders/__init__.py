@@ -13,7 +13,7 @@ from nearid_jax.data.builders.falcor3d import Falcor3d
 from nearid_jax.data.builders.isaac3d import Isaac3d
 from nearid_jax.data.builders.mpi3d import Mpi3d
 from nearid_jax.data.builders.mpi3d import Mpi3dConfig
-from nearid_jax.data.builders.prepare import prepare
+from nearid_jax.data.builders.manual import prepare
 from nearid_jax.data.builders.procedural import materialize
 
 __all__ = ["FactorBuilder", "Falcor3d", "Isaac3d", "Mpi3d", "Mpi3dConfig",

@@ -33,10 +33,10 @@ def main(argv=None) -> None:
     b = procedural.materialize(ds, data_dir, num_examples=a.num_examples,
                                key=jax.random.key(a.seed))
   else:
-    from nearid_jax.data.builders import prepare  # pylint: disable=g-import-not-at-top
+    from nearid_jax.data.builders import manual  # pylint: disable=g-import-not-at-top
     if not a.manual_dir:
       p.error("--manual_dir is required for " + a.dataset)
-    b = prepare.prepare(a.dataset, a.manual_dir, data_dir, a.config)
+    b = manual.prepare(a.dataset, a.manual_dir, data_dir, a.config)
   print(f"prepared {b.name} in {b.data_dir}")
 
 
