@@ -47,15 +47,16 @@ Triple = tuple[jax.Array, jax.Array, jax.Array]
 _MAX_MATERIALISED_GRID = 50_000_000
 
 
-def _is_int_dtype(x) -> bool:
-  dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
-  return np.issubdtype(dtype, np.integer)
+def _dtype_of(x) -> np.dtype:
+  # Not getattr(x, "dtype", np.asarray(x).dtype): the default is evaluated
+  # eagerly and fails on tracers.
+  return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def check_int(name: str, x) -> None:
-  """Raises TypeError unless `x` has an integer dtype."""
-  if not _is_int_dtype(x):
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+  """Raises TypeError unless `x` has an integer dtype (tracers included)."""
+  dtype = _dtype_of(x)
+  if not np.issubdtype(dtype, np.integer):
     raise TypeError(
         f"{name} must be an integer array of factor indices, got dtype "
         f"{dtype}; pass indices (e.g. {name}.astype(np.int32)) or use "
@@ -285,7 +286,10 @@ class GroundTruthDataset(abc.ABC):
 
   def check_values(self, factor_values, name: str = "factor_values") -> None:
     """Validates dtype, shape and (when concrete) the range of the values."""
-    validation.check_float(name, factor_values)
+    if not np.issubdtype(_dtype_of(factor_values), np.floating):
+      raise TypeError(
+          f"{name} must be a floating-point array, got dtype "
+          f"{_dtype_of(factor_values)}; use render() for integer indices.")
     self._check_last_dim(name, factor_values)
     if not validation.is_concrete(factor_values):
       return

@@ -39,8 +39,8 @@ _CAM_HEIGHT = 2.0
 _CAM_TARGET = (0.0, 0.9, 0.0)
 _CAM_AZIMUTH0 = np.deg2rad(-45.0)   # orientation 0 looks into the corner
 _FOV = np.deg2rad(42.0)
-_LIGHT_DIR = np.array([-0.45, 0.85, -0.55])  # towards the light
-_AMBIENT = 0.38
+_LIGHT_DIR = np.array([0.2, 0.85, -0.75])  # towards the light
+_AMBIENT = 0.42
 _SATURATION, _VALUE = 0.85, 1.0
 _OBJECT_HALF = 0.65       # half width of the object at scale 1
 
