@@ -31,6 +31,7 @@ from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import dataset_metadata
 
 from nearid_jax.data import errors
 
@@ -96,6 +97,14 @@ class FactorBuilder(tfds.core.GeneratorBasedBuilder,
       return epath.Path(inspect.getfile(cls))
     except (TypeError, OSError):
       return None
+
+  @classmethod
+  def get_metadata(cls):
+    # Descriptions live in code; TFDS would otherwise look for README/
+    # CITATIONS files in the defining package, which fails for builders
+    # defined outside a package (tests, notebooks).
+    return dataset_metadata.DatasetMetadata(description=None, citation=None,
+                                            tags=[])
 
 
 # ---- manual-download files ---------------------------------------------------

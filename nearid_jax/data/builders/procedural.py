@@ -87,7 +87,8 @@ def materialize(dataset: ground_truth.GroundTruthDataset, data_dir: str, *,
     data_dir: TFDS data directory; the copy lands in
       `<data_dir>/<name>/1.0.0/`.
     num_examples: None for the full factor grid in grid order, else that
-      many uniform samples drawn with `key`.
+      many samples, in chunks of 512: chunk c is
+      `dataset.sample(jax.random.fold_in(key, c), 512)`.
     key: PRNG key for sampling and for nuisance (required then).
     name: dataset name (default `procedural_<dataset.name>`).
 
