@@ -11,7 +11,7 @@ from nearid_jax.data import embeddings
 SIM = cells.CellPainting(num_genes=6, num_experiments=3,
                          plates_per_experiment=2, seed=1)
 N = 32  # one batch size everywhere: one compile
-_RENDER = jax.jit(SIM.render)
+_SIMULATE = jax.jit(SIM.simulate)
 
 
 def _wells(gene, exp, plate=0, row=5, col=7, n=N):
@@ -22,8 +22,8 @@ def _wells(gene, exp, plate=0, row=5, col=7, n=N):
 
 
 def _channel_means(idx, seed):
-  return np.asarray(_RENDER(jnp.asarray(idx), jax.random.key(seed))).mean(
-      (1, 2))
+  images = _SIMULATE(jax.random.key(seed), jnp.asarray(idx))["images"]
+  return np.asarray(images).mean((1, 2))
 
 
 def test_sample_shapes_range_and_determinism():
@@ -36,9 +36,17 @@ def test_sample_shapes_range_and_determinism():
   np.testing.assert_array_equal(again[0], images)
   assert not np.array_equal(SIM.sample(jax.random.key(1), N)[0], images)
   assert SIM.factor_sizes == (7, 3, 2, 16, 24)
-  # The image of a sampled well is its render with the same nuisance key.
+  # simulate() with the sampler's nuisance key gives the same images, with
+  # the truth behind them.
   k_img = jax.random.split(jax.random.key(0))[1]
-  np.testing.assert_allclose(_RENDER(idx, k_img), images, atol=1e-5)
+  truth = _SIMULATE(k_img, idx)
+  np.testing.assert_allclose(truth["images"], images, atol=1e-5)
+  chex.assert_shape(truth["cell_features"], (N, 6, len(cells.FEATURES)))
+  np.testing.assert_allclose(truth["gene_effect"],
+                             SIM.gene_effects[np.asarray(idx[:, 0])])
+  # Cell features scatter around the gene effect with unit spread.
+  resid = truth["cell_features"] - truth["gene_effect"][:, None]
+  assert abs(float(resid.mean())) < 0.1 and abs(float(resid.std()) - 1) < 0.1
 
 
 def test_control_fraction_of_sampled_wells():
@@ -93,7 +101,8 @@ def test_knockout_shift_is_visible_within_one_batch():
 def test_no_batch_effects_when_strength_is_zero():
   flat = cells.CellPainting(num_genes=6, num_experiments=3,
                             plates_per_experiment=2, seed=1,
-                            batch_strength=0.0)
+                            batch_strength=0.0, image_size=24,
+                            cells_per_image=2)
   idx = np.array([[2, e, 1, 0, 0] for e in range(3)], np.int32)
   t = flat.technical_factors(idx)
   np.testing.assert_allclose(t["gain"], 1.0)
