@@ -115,7 +115,7 @@ def materialize(dataset: ground_truth.GroundTruthDataset, data_dir: str, *,
               "KEY_DATA": key_data, "__module__": __name__},
              skip_registration=True)
   builder = cls(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(file_format="array_record")
+  base.prepare_quietly(builder, file_format="array_record")
   return builder
 
 
