@@ -157,7 +157,10 @@ def test_per_host_shards_partition_the_split(copy_dir, monkeypatch):
 
 def test_load_in_memory_samples_on_device(copy_dir):
   ds = tfds_sources.load_in_memory("procedural_dsprites", data_dir=copy_dir)
-  images, idx, values = jax.jit(lambda k: ds.sample(k, 6))(jax.random.key(0))
+  # The dataset is a pytree: an argument of the jitted step, not a constant.
+  step = jax.jit(lambda d, k: d.sample(k, 6))
+  images, idx, values = step(ds, jax.random.key(0))
+  assert len(jax.tree_util.tree_leaves(ds)) >= 5
   assert images.shape == (6, 64, 64, 1) and idx.shape == (6, 5)
   np.testing.assert_allclose(values, ds.indices_to_values(idx))
   source = tfds_sources.open_source("procedural_dsprites", data_dir=copy_dir)
