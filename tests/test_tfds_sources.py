@@ -22,6 +22,7 @@ from nearid_jax.data import procedural
 from nearid_jax.data import registry
 from nearid_jax.data import tfds_sources
 from nearid_jax.data.builders import falcor3d
+from nearid_jax.data.builders import isaac3d
 from nearid_jax.data.builders import manual
 
 DS = procedural.DSprites()
@@ -314,6 +315,31 @@ def test_falcor3d_bad_manual_files(tmp_path):
   (md / "Falcor3D_down128" / "images").mkdir(parents=True)
   with pytest.raises(errors.DatasetNotFoundError, match="no label file"):
     manual.prepare("falcor3d", str(md), dd, builder_cls=_TinyFalcor)
+
+
+class _TinyIsaac(isaac3d.Isaac3d, skip_registration=True):
+  name = "tiny_isaac3d"
+  FACTOR_SIZES = (1, 1, 1, 1, 1, 1, 1, 2, 2)
+
+
+def test_isaac3d_builder_from_extracted_folder_at_128(tmp_path):
+  root = tmp_path / "manual" / "Isaac3D_down128"
+  (root / "images").mkdir(parents=True)
+  labels = np.zeros((4, 9))
+  labels[:, 7] = [0.1, 0.1, 0.7, 0.7]
+  labels[:, 8] = [3.0, 5.0, 3.0, 5.0]
+  np.save(root / "labels.npy", labels)
+  ims = np.random.default_rng(1).integers(0, 255, (4, 128, 128, 3),
+                                          dtype=np.uint8)
+  for i, im in enumerate(ims):
+    Image.fromarray(im).save(root / "images" / f"{i:06d}.png")
+  b = manual.prepare("isaac3d", str(tmp_path / "manual"),
+                     str(tmp_path / "data"), config="down128",
+                     builder_cls=_TinyIsaac)
+  images, idx, values = tfds_sources.from_builder(b).read(range(4))
+  np.testing.assert_array_equal(images, ims)  # 128: stored as published
+  np.testing.assert_array_equal(idx[:, 7:], [[0, 0], [0, 1], [1, 0], [1, 1]])
+  np.testing.assert_allclose(values[:, 8], labels[:, 8])
 
 
 # ---- digits -----------------------------------------------------------------
