@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import tempfile
 import time
 
@@ -70,17 +71,23 @@ def bench_pipeline(ds, n_rows: int, batch: int, n_batches: int) -> tuple[
     float, float]:
   """(seconds per batch of the host pipeline, seconds to write the copy)."""
   d = tempfile.mkdtemp(prefix="nearid_bench_")
-  t = time.perf_counter()
-  b = builders.materialize(ds, d, num_examples=n_rows, key=jax.random.key(0))
-  t_write = time.perf_counter() - t
-  src = tfds_sources.from_builder(b)
-  pipe = iter(tfds_sources.HostPipeline(src, batch, jax.random.key(1),
-                                        num_threads=os.cpu_count() or 4))
-  next(pipe)[0].block_until_ready()  # start-up
-  t = time.perf_counter()
-  for _ in range(n_batches):
-    next(pipe)[0].block_until_ready()
-  return (time.perf_counter() - t) / n_batches, t_write
+  try:
+    t = time.perf_counter()
+    b = builders.materialize(ds, d, num_examples=n_rows,
+                             key=jax.random.key(0))
+    t_write = time.perf_counter() - t
+    src = tfds_sources.from_builder(b)
+    pipe = iter(tfds_sources.HostPipeline(src, batch, jax.random.key(1),
+                                          num_threads=os.cpu_count() or 4))
+    next(pipe)[0].block_until_ready()  # start-up
+    t = time.perf_counter()
+    for _ in range(n_batches):
+      next(pipe)[0].block_until_ready()
+    t_read = (time.perf_counter() - t) / n_batches
+    pipe.close()  # stops the prefetch thread before the files go
+  finally:
+    shutil.rmtree(d, ignore_errors=True)
+  return t_read, t_write
 
 
 def bench_train(ds, batch: int, reps: int) -> dict[str, float]:

@@ -98,9 +98,9 @@ def materialize(dataset: ground_truth.GroundTruthDataset, data_dir: str, *,
   Examples:
     >>> import jax, tempfile
     >>> from nearid_jax.data.procedural import DSprites
-    >>> b = materialize(DSprites(), tempfile.mkdtemp(), num_examples=4,
-    ...                 key=jax.random.key(0))
-    >>> len(b.as_data_source("train"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...   b = materialize(DSprites(), d, num_examples=4, key=jax.random.key(0))
+    ...   print(len(b.as_data_source("train")))
     4
   """
   if (num_examples is not None or dataset.has_nuisance) and key is None:
