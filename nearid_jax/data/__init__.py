@@ -6,6 +6,14 @@ its jitted step:
   * `sample(key, n) -> {"x": [n, *obs_shape], "u": [n, k], "label": [n]}`;
   * `eval_set() -> same dict`, a fixed held-out set (same for every run);
   * `spec`: {"obs_shape", "num_classes", "latent_dim"}.
+
+Submodules (imported on use, so `import nearid_jax.data` stays light):
+`synthetic` (the default process), `ground_truth` (the interface of
+factor-labelled datasets), `procedural` (dSprites, Shapes3D and harder
+variants rendered on device), `tfds_sources` and `builders` (stored
+datasets through TFDS, no TensorFlow), `cells` (Cell Painting-like wells
+with batch effects), `embeddings` (per-well embedding tables), `registry`
+(every dataset by name).
 """
 from __future__ import annotations
 
