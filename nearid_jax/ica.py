@@ -206,26 +206,27 @@ def _auto_chunk(n: int, k: int, batch: int = 1) -> int:
 
 
 def _rank_rtol(d: int, dtype, solver: str) -> float:
-  """Eigenvalue ratio below which a covariance direction is numerical noise.
+  """Eigenvalue ratio lambda_i / lambda_max below which a direction is noise.
 
-  `eigh` forms the covariance, whose eigenvalues carry an absolute error of
-  about d * eps * lambda_max; `svd` works on the centred data, whose singular
-  values carry d * eps * sigma_max, i.e. (d * eps)^2 in eigenvalue terms.
+  `eigh` forms the covariance in `dtype`: an exactly singular direction comes
+  out at about 0.1-0.3 eps (measured, d <= 256), so 4 eps separates it from
+  real variance while keeping condition numbers (std ratios) up to ~1400 in
+  float32. `svd` works on the centred data: its floor is about eps^2 in
+  eigenvalue terms.
   """
   eps = float(np.finfo(dtype).eps)
-  return d * eps if solver == "eigh" else (d * eps) ** 2
+  return 4 * eps if solver == "eigh" else d * (4 * eps) ** 2
 
 
-def _whiten(x, cfg: _Config):
+def _whiten(x, solver: str, chunk: int):
   """Mean, eigenvalues (descending), eigenvectors [d, d] of the covariance."""
-  n, d = x.shape
+  n, _ = x.shape
   mean = jnp.mean(x, axis=0)
-  if cfg.whiten_solver == "eigh":
+  if solver == "eigh":
     def gram(xc):
       xc = xc - mean
       return jnp.matmul(xc.T, xc, precision=_HIGHEST)
-    cov = _row_sum(gram, x, _auto_chunk(n, d) if cfg.chunk_size <= 0
-                   else cfg.chunk_size) / n
+    cov = _row_sum(gram, x, chunk) / n
     lam, u = jnp.linalg.eigh(cov)
     lam, u = lam[::-1], u[:, ::-1]
   else:
@@ -322,140 +323,146 @@ def _solve_deflation(xw, w_init, tol, max_iter, g, chunk):
 # One run, pure.
 
 
-def _fit_one(x, key, w_init, tol, max_iter, alpha, cfg: _Config) -> ICAResult:
-  """FastICA of one run x [n, d]; pure, jittable and vmappable."""
+def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
+            cfg: _Config) -> ICAResult:
+  """FastICA of one run x [n, d] given its whitening statistics."""
   n, d = x.shape
   k = cfg.n_components
   dtype = x.dtype
-  chunk = cfg.chunk_size if cfg.chunk_size > 0 else _auto_chunk(n, max(k, d))
+  chunk = cfg.chunk_size
 
-  mean, lam, u = _whiten(x, cfg)
   rtol = _rank_rtol(d, dtype, cfg.whiten_solver)
   rank = jnp.sum(lam > lam[0] * rtol).astype(jnp.int32)
   valid = jnp.all(jnp.isfinite(lam)) & (lam[k - 1] > lam[0] * rtol)
-  # Keep the arithmetic finite on invalid runs; their outputs become NaN.
+  # Keep the arithmetic finite on rank-deficient runs (NaN/Inf in x makes
+  # every iterate NaN, which stops the loops at once); outputs become NaN.
   lam_k = jnp.where(valid, lam[:k], 1)
   u_k = jnp.where(valid, u[:, :k], jnp.eye(d, k, dtype=dtype))
-  whitening = (u_k / jnp.sqrt(lam_k)).T  # [k, d]
-  mean_safe = jnp.where(valid, mean, 0)
-  xw = jnp.matmul(jnp.where(valid, x, 0) - mean_safe, whitening.T,
-                  precision=_HIGHEST)  # [n, k], unit variance
+  whitening = (u_k * lax.rsqrt(lam_k)).T  # [k, d]
+  xw = jnp.matmul(x - mean, whitening.T, precision=_HIGHEST)  # [n, k]
 
   g = _contrast(cfg.fun, alpha)
   solve = (_solve_parallel if cfg.algorithm == "parallel"
            else _solve_deflation)
   h = _negentropy_terms(cfg.fun, alpha)
-
   if cfg.has_w_init:
     inits = w_init.astype(dtype)[None]
   else:
     inits = jax.random.normal(key, (cfg.n_restarts, k, k), dtype)
-
   if cfg.n_restarts == 1:
-    w, n_iter, lim = solve(xw, inits[0], tol, max_iter, g, chunk)
+    ws, n_iters, lims = jax.tree.map(
+        lambda a: a[None], solve(xw, inits[0], tol, max_iter, g, chunk))
   else:
     ws, n_iters, lims = jax.vmap(
         lambda w0: solve(xw, w0, tol, max_iter, g, chunk))(inits)
 
-    def terms(xc):
-      y = jnp.einsum("rij,cj->ric", ws, xc, precision=_HIGHEST)
-      return jax.vmap(h)(y)
-    objs = jax.vmap(lambda s: _objective(cfg.fun, alpha, s, n, dtype))(
-        _row_sum(terms, xw, chunk))
-    best = jnp.argmax(jnp.where(jnp.isnan(objs), -jnp.inf, objs))
-    w, n_iter, lim = ws[best], n_iters[best], lims[best]
+  # One pass over the data for the moments of every candidate's outputs
+  # (mean, variance, third moment, contrast), without materialising them.
+  def moments(xc):
+    y = jnp.einsum("rij,cj->ric", ws, xc, precision=_HIGHEST)
+    return (jnp.sum(y, -1), jnp.sum(y * y, -1), jnp.sum(y * y * y, -1),
+            jax.vmap(h)(y))
+  s1, s2, s3, hs = _row_sum(moments, xw, chunk)
+  objs = jax.vmap(lambda t: _objective(cfg.fun, alpha, t, n, dtype))(hs)
+  best = jnp.argmax(jnp.where(jnp.isnan(objs), -jnp.inf, objs))
+  w, n_iter, lim, objective = ws[best], n_iters[best], lims[best], objs[best]
+  mu, m2, m3 = s1[best] / n, s2[best] / n, s3[best] / n
+  var = m2 - mu * mu
+  std = jnp.sqrt(var)
+  skew = (m3 - 3 * mu * var - mu ** 3) / (var * std)
 
-  sources = jnp.matmul(xw, w.T, precision=_HIGHEST)  # [n, k]
-  std = jnp.std(sources, axis=0)
-  sources = sources / std
-  objective = _objective(cfg.fun, alpha, h(sources.T), n, dtype)
-  unmixing = jnp.matmul(w / std[:, None], whitening, precision=_HIGHEST)
-  # pinv(unmixing) in closed form: whitening^+ = u_k sqrt(lam_k), w is
+  # pinv(unmixing) in closed form: whitening^+ = u_k sqrt(lam_k) and w is
   # orthogonal.
   mixing = jnp.matmul(u_k * jnp.sqrt(lam_k), w.T, precision=_HIGHEST) * std
-
-  # Deterministic sign: positive skewness, or when the skewness is
+  # Deterministic sign: positive skewness or, when the skewness is
   # numerically zero (symmetric sources), a positive largest-|loading| entry.
-  skew = jnp.mean(sources ** 3, axis=0)
   big = jnp.take_along_axis(
       mixing, jnp.argmax(jnp.abs(mixing), axis=0)[None], axis=0)[0]
   skew_tol = float(np.sqrt(np.finfo(dtype).eps))
   sign = jnp.where(jnp.abs(skew) > skew_tol, jnp.sign(skew), jnp.sign(big))
   sign = jnp.where(sign == 0, 1, sign).astype(dtype)
-  sources, unmixing, mixing = sources * sign, unmixing * sign[:, None], (
-      mixing * sign)
-
+  # Unit-variance sources (scikit-learn's whiten="unit-variance"); NaN
+  # everywhere for an invalid run.
+  scale = jnp.where(valid, sign / std, jnp.nan)
+  w_out = w * scale[:, None]
+  sources = jnp.matmul(xw, w_out.T, precision=_HIGHEST)  # [n, k]
+  unmixing = jnp.matmul(w_out, whitening, precision=_HIGHEST)
+  mixing = mixing * jnp.where(valid, sign, jnp.nan)
   nan = lambda a: jnp.where(valid, a, jnp.nan)  # noqa: E731
-  converged = valid & (lim < tol)
   return ICAResult(
-      sources=nan(sources), unmixing=nan(unmixing), mixing=nan(mixing),
-      mean=mean, whitening=nan(whitening), n_iter=n_iter,
-      converged=converged, delta=nan(lim), objective=nan(objective),
-      rank=rank, valid=valid)
+      sources=sources, unmixing=unmixing, mixing=mixing, mean=mean,
+      whitening=nan(whitening), n_iter=n_iter, converged=valid & (lim < tol),
+      delta=nan(lim), objective=nan(objective), rank=rank, valid=valid)
+
+
+def _fit_one(x, key, w_init, tol, max_iter, alpha, cfg: _Config) -> ICAResult:
+  """FastICA of one run x [n, d]; pure, jittable and vmappable."""
+  mean, lam, u = _whiten(x, cfg.whiten_solver, cfg.chunk_size)
+  return _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u, cfg)
+
+
+def _maybe_vmap(fn, batched, in_axes):
+  return jax.vmap(fn, in_axes=in_axes) if batched else fn
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "chunk", "batched"))
+def _whiten_jit(x, *, solver, chunk, batched):
+  fn = functools.partial(_whiten, solver=solver, chunk=chunk)
+  return _maybe_vmap(fn, batched, 0)(x)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "batched"))
-def _fit(x, key, w_init, tol, max_iter, alpha, *, cfg, batched):
-  fit = functools.partial(_fit_one, cfg=cfg)
-  if not batched:
-    return fit(x, key, w_init, tol, max_iter, alpha)
+def _finish_jit(x, key, w_init, tol, max_iter, alpha, mean, lam, u, *, cfg,
+                batched):
   w_axis = 0 if (w_init is not None and w_init.ndim == 3) else None
-  return jax.vmap(fit, in_axes=(0, 0, w_axis, None, None, None))(
-      x, key, w_init, tol, max_iter, alpha)
+  fn = _maybe_vmap(functools.partial(_finish, cfg=cfg), batched,
+                   (0, 0, w_axis, None, None, None, 0, 0, 0))
+  return fn(x, key, w_init, tol, max_iter, alpha, mean, lam, u)
 
 
 # ---------------------------------------------------------------------------
 # Host-side checks.
 
 
-def _host_checks(x: np.ndarray, k, solver: str, dtype) -> int:
-  """Raises on non-finite, constant or rank-deficient runs; returns min rank.
+def _check_rank(x, lam: np.ndarray, k, solver: str, dtype) -> int:
+  """Raises on constant or rank-deficient runs; returns the smallest rank.
 
-  `k` is the requested number of components (None: all d; "auto": the
-  numerical rank, returned).
+  Args:
+    x: [n, d] or [R, n, d] concrete input (read only on the error path).
+    lam: [d] or [R, d] covariance eigenvalues, descending.
+    k: requested components (None: all d; "auto": the rank, returned).
+    solver: whitening solver, which sets the noise floor.
+    dtype: compute dtype.
   """
-  batched = x.ndim == 3
-  validation.check_finite("x", x, run_axis=0 if batched else None,
-                          row_axis=1 if batched else 0)
-  runs = x if batched else x[None]
-  _, n, d = runs.shape
+  batched = lam.ndim == 2
+  lams = lam if batched else lam[None]
+  d = lams.shape[-1]
   rtol = _rank_rtol(d, dtype, solver)
   ranks = []
-  for r, xr in enumerate(runs):
-    lam = np.linalg.eigvalsh(_np_cov(xr))[::-1]
-    if solver == "svd":
-      pass  # same spectrum; only the noise floor differs (rtol).
-    rank = int(np.sum(lam > lam[0] * rtol)) if lam[0] > 0 else 0
+  need = d if k in (None, "auto") else k
+  for r, lr in enumerate(lams):
+    rank = int(np.sum(lr > lr[0] * rtol)) if lr[0] > 0 else 0
     ranks.append(rank)
-    need = d if k in (None, "auto") else k
-    if k != "auto" and rank < need:
-      where = f" in run {r}" if batched else ""
-      const = np.flatnonzero(np.ptp(xr, axis=0) == 0)
-      if const.size:
-        raise ValueError(
-            f"x has {const.size} zero-variance (constant) column(s)"
-            f"{where}: {validation._short_list(const)}; the covariance has "
-            f"numerical rank {rank} of {d}. Drop those columns, or pass "
-            f"n_components={rank} (or n_components='auto') to reduce by PCA.")
-      hint = (" or whiten_solver='svd' (which resolves smaller variances),"
-              if solver == "eigh" else "")
+    if k == "auto" or rank >= need:
+      continue
+    where = f" in run {r}" if batched else ""
+    xr = np.asarray(x[r] if batched else x)
+    const = np.flatnonzero(np.ptp(xr, axis=0) == 0)
+    if const.size:
       raise ValueError(
-          f"x has a rank-deficient covariance{where}: numerical rank {rank} "
-          f"of {d} (eigenvalue ratio {lam[-1] / max(lam[0], 1e-300):.2e}, "
-          f"noise floor {rtol:.1e}), fewer than the {need} components asked "
-          f"for. Pass n_components={rank},{hint} or n_components='auto' "
-          f"to reduce to the numerical rank automatically.")
+          f"x has {const.size} zero-variance (constant) column(s){where}: "
+          f"{validation._short_list(const)}; the covariance has numerical "
+          f"rank {rank} of {d}. Drop those columns, or pass "
+          f"n_components={rank} (or n_components='auto') to reduce by PCA.")
+    hint = (" or whiten_solver='svd' (which resolves smaller variances),"
+            if solver == "eigh" else "")
+    raise ValueError(
+        f"x has a rank-deficient covariance{where}: numerical rank {rank} of "
+        f"{d} (smallest eigenvalue ratio {lr[-1] / lr[0]:.2e}, noise floor "
+        f"{rtol:.1e}), fewer than the {need} components asked for. Pass "
+        f"n_components={rank},{hint} or n_components='auto' to reduce to "
+        f"the numerical rank automatically.")
   return min(ranks)
-
-
-def _np_cov(x: np.ndarray, block: int = 1 << 16) -> np.ndarray:
-  """Centred covariance in float64, in row blocks (bounded extra memory)."""
-  mean = x.mean(axis=0, dtype=np.float64)
-  cov = np.zeros((x.shape[1],) * 2)
-  for i in range(0, x.shape[0], block):
-    xc = x[i:i + block] - mean.astype(x.dtype)
-    cov += xc.T.astype(np.float64) @ xc.astype(np.float64)
-  return cov / x.shape[0]
 
 
 def _as_keys(key, n_runs):
@@ -578,46 +585,57 @@ def fastica(x, key, *, n_components: int | str | None = None,
   xj = jnp.asarray(x)
   if xj.dtype not in (jnp.float32, jnp.float64):
     xj = xj.astype(jnp.float32)  # half precision: compute in float32
+  if not concrete and n_components == "auto":
+    raise ValueError("n_components='auto' needs concrete x (the rank sets "
+                     "the output shape); call fastica outside jit, or pass "
+                     "an int.")
   if concrete:
-    rank = _host_checks(np.asarray(x), n_components, whiten_solver,
-                        np.dtype(xj.dtype))
-    k = rank if n_components == "auto" else want
-    if n_components == "auto" and k < d:
-      warnings.warn(f"n_components='auto': reducing to the numerical rank "
-                    f"k={k} of d={d}.", stacklevel=2)
-  else:
+    # Cheap (one pass) and before any compilation.
+    validation.check_finite("x", np.asarray(x),
+                            run_axis=0 if batched else None,
+                            row_axis=1 if batched else 0)
+  keys = _as_keys(key, n_runs)
+  if chunk_size is None:
+    chunk_size = _auto_chunk(n, d, n_runs or 1)
+  cfg = _Config(n_components=want, algorithm=algorithm, fun=fun,
+                whiten_solver=whiten_solver, n_restarts=int(n_restarts),
+                chunk_size=int(chunk_size), has_w_init=w_init is not None)
+  # The whitening statistics come first (a small program) so the rank is
+  # checked on the host before the ICA program is compiled; the ICA reuses
+  # them rather than recomputing.
+  mean, lam, u = _whiten_jit(xj, solver=whiten_solver, chunk=cfg.chunk_size,
+                            batched=batched)
+  k = want
+  if concrete:
+    rank = _check_rank(x, np.asarray(lam), n_components, whiten_solver,
+                       np.dtype(xj.dtype))
     if n_components == "auto":
-      raise ValueError("n_components='auto' needs concrete x (the rank "
-                       "decides the output shape); call fastica outside "
-                       "jit, or pass an int.")
-    k = want
-
+      k = rank
+      if k < d:
+        warnings.warn(f"n_components='auto': reducing to the numerical rank "
+                      f"k={k} of d={d}.", stacklevel=2)
+      cfg = dataclasses.replace(cfg, n_components=k)
   if w_init is not None:
     w_init = jnp.asarray(w_init)
     shapes = [(k, k)] + ([(n_runs, k, k)] if batched else [])
     if tuple(w_init.shape) not in shapes:
       raise ValueError(f"w_init must have shape {' or '.join(map(str, shapes))}"
                        f", got {tuple(w_init.shape)}.")
-  keys = _as_keys(key, n_runs)
-  if chunk_size is None:
-    chunk_size = _auto_chunk(n, max(k, d), n_runs or 1)
-  cfg = _Config(n_components=k, algorithm=algorithm, fun=fun,
-                whiten_solver=whiten_solver, n_restarts=int(n_restarts),
-                chunk_size=int(chunk_size), has_w_init=w_init is not None)
-  res = _fit(xj, keys, w_init, jnp.asarray(tol, xj.dtype),
-             jnp.asarray(max_iter, jnp.int32),
-             jnp.asarray(fun_alpha, xj.dtype), cfg=cfg, batched=batched)
+  res = _finish_jit(xj, keys, w_init, jnp.asarray(tol, xj.dtype),
+                    jnp.asarray(max_iter, jnp.int32),
+                    jnp.asarray(fun_alpha, xj.dtype), mean, lam, u, cfg=cfg,
+                    batched=batched)
   if concrete:
     conv = np.atleast_1d(np.asarray(res.converged))
     if not conv.all():
-      which = (f"in run(s) {validation._short_list(np.flatnonzero(~conv))} "
+      which = (f" in run(s) {validation._short_list(np.flatnonzero(~conv))} "
                f"of {conv.size}" if batched else "")
       delta = np.atleast_1d(np.asarray(res.delta))[~conv]
       warnings.warn(
-          f"FastICA did not converge {which} within max_iter={max_iter} "
+          f"FastICA did not converge{which} within max_iter={max_iter} "
           f"(final delta {np.max(delta):.2e} >= tol={tol}); increase "
-          f"max_iter or tol, or try n_restarts > 1.".replace("  ", " "),
-          ConvergenceWarning, stacklevel=2)
+          f"max_iter or tol, or try n_restarts > 1.", ConvergenceWarning,
+          stacklevel=2)
   return res
 
 
