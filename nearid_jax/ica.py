@@ -49,9 +49,9 @@ __all__ = [
 
 _HIGHEST = lax.Precision.HIGHEST
 # Elements of one row chunk ([rows, k]) per run. On CPU a chunk this size
-# stays in the per-core L2 cache between the two products of an iteration;
+# (2 MiB) stays in cache between the two products of an iteration;
 # accelerators want few, large chunks.
-_CPU_CHUNK_ELEMS = 1 << 18
+_CPU_CHUNK_ELEMS = 1 << 19
 _ACCEL_CHUNK_ELEMS = 1 << 26
 
 
@@ -195,9 +195,11 @@ def _row_sum(fn: Callable, x: jax.Array, chunk: int):
 
 
 def _auto_chunk(n: int, k: int, batch: int = 1) -> int:
-  elems = (_CPU_CHUNK_ELEMS if jax.default_backend() == "cpu"
-           else _ACCEL_CHUNK_ELEMS)
-  rows = elems // max(1, k * batch)
+  """Rows per chunk for k columns; `batch` runs share a chunk under vmap."""
+  if jax.default_backend() == "cpu":
+    rows = _CPU_CHUNK_ELEMS // k  # runs go one at a time on CPU (lax.map)
+  else:
+    rows = _ACCEL_CHUNK_ELEMS // (k * batch)
   return int(max(256, min(n, rows)))
 
 
@@ -433,22 +435,46 @@ def _fit_one(x, key, w_init, tol, max_iter, alpha, cfg: _Config) -> ICAResult:
   return _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u, cfg)
 
 
-def _maybe_vmap(fn, batched, in_axes):
-  return jax.vmap(fn, in_axes=in_axes) if batched else fn
+def _batch_mode() -> str:
+  """How a stack of runs is batched: "vmap" on accelerators, "map" on CPU.
+
+  `jax.vmap` turns the runs' products into batched products that fill an
+  accelerator. On CPU a batched product of small matrices is slower than the
+  same products one run at a time, so there the runs go through `lax.map`:
+  still one compiled program, each run iterating until it alone converges.
+  """
+  return "map" if jax.default_backend() == "cpu" else "vmap"
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "chunk", "batched"))
-def _whiten_jit(x, *, solver, chunk, batched):
+def _over_runs(fn, batch, in_axes):
+  """fn mapped over the leading run axis of the args marked 0 in in_axes."""
+  if batch is None:
+    return fn
+  if batch == "vmap":
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def mapped(*args):
+    per_run = [a for a, ax in zip(args, in_axes) if ax == 0]
+
+    def one(xs):
+      it = iter(xs)
+      return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, in_axes)])
+    return lax.map(one, per_run)
+  return mapped
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "chunk", "batch"))
+def _whiten_jit(x, *, solver, chunk, batch):
   fn = functools.partial(_whiten, solver=solver, chunk=chunk)
-  return _maybe_vmap(fn, batched, 0)(x)
+  return _over_runs(fn, batch, (0,))(x)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "batched"))
+@functools.partial(jax.jit, static_argnames=("cfg", "batch"))
 def _finish_jit(x, key, w_init, tol, max_iter, alpha, mean, lam, u, *, cfg,
-                batched):
+                batch):
   w_axis = 0 if (w_init is not None and w_init.ndim == 3) else None
-  fn = _maybe_vmap(functools.partial(_finish, cfg=cfg), batched,
-                   (0, 0, w_axis, None, None, None, 0, 0, 0))
+  fn = _over_runs(functools.partial(_finish, cfg=cfg), batch,
+                  (0, 0, w_axis, None, None, None, 0, 0, 0))
   return fn(x, key, w_init, tol, max_iter, alpha, mean, lam, u)
 
 
@@ -643,8 +669,9 @@ def fastica(x, key, *, n_components: int | str | None = None,
   # The whitening statistics come first (a small program) so the rank is
   # checked on the host before the ICA program is compiled; the ICA reuses
   # them rather than recomputing.
+  batch = _batch_mode() if batched else None
   mean, lam, u = _whiten_jit(xj, solver=whiten_solver, chunk=cfg.chunk_size,
-                            batched=batched)
+                             batch=batch)
   k = want
   if concrete:
     rank = _check_rank(x, np.asarray(lam), n_components, whiten_solver,
@@ -664,7 +691,7 @@ def fastica(x, key, *, n_components: int | str | None = None,
   res = _finish_jit(xj, keys, w_init, jnp.asarray(tol, xj.dtype),
                     jnp.asarray(max_iter, jnp.int32),
                     jnp.asarray(fun_alpha, xj.dtype), mean, lam, u, cfg=cfg,
-                    batched=batched)
+                    batch=batch)
   if concrete:
     conv = np.atleast_1d(np.asarray(res.converged))
     if not conv.all():
