@@ -8,10 +8,10 @@ is printed next to the times, so speed never buys accuracy. Both fits start
 from the same w_init, so they take (nearly) the same number of iterations;
 times are per run, iterations are reported.
 
-Closeness to the machine's limit: a large float32 matmul (2048^2) is timed in the same
-run; the FLOP rate of our fixed-point iterations (4 n k d FLOPs each, the
-two products; timed as the difference between two runs with a fixed number
-of iterations) is reported as a fraction of it.
+Closeness to the machine's limit: a large float32 matmul (2048^2) is timed
+in the same run; the FLOP rate of our fixed-point iterations (4 n k d FLOPs
+each, the two products; timed as the difference between two runs with a
+fixed number of iterations) is reported as a fraction of it.
 
   python -m benchmarks.ica --quick            # < 1 min
   python -m benchmarks.ica                    # the grid (minutes)
