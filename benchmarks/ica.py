@@ -127,6 +127,9 @@ def single_run(n, d, args):
   row = dict(n=n, d=d, ours=t_ours, it=int(res.n_iter),
              am=_amari(res.unmixing, a), rate=rate, frac=rate / peak)
   for solver in ("svd", "eigh"):
+    if args.sklearn_max_nd and n * d > args.sklearn_max_nd:
+      row.update({solver: np.nan, solver + "_it": "-", solver + "_am": np.nan})
+      continue
     ts = []
     for _ in range(reps if n * d <= 2e6 else 1):
       sk, t = _sklearn(x, w0, args.tol, args.max_iter, solver)
@@ -192,6 +195,8 @@ def main(argv=None):
   p.add_argument("--sk-runs", type=int, default=None,
                  help="scikit-learn runs actually timed in the batch row "
                       "(the rest extrapolated, marked *); default all")
+  p.add_argument("--sklearn-max-nd", type=float, default=None,
+                 help="skip scikit-learn (shown as nan) when n*d exceeds this")
   p.add_argument("--tol", type=float, default=1e-4)
   p.add_argument("--max-iter", type=int, default=200)
   p.add_argument("--repeats", type=int, default=3)
