@@ -30,6 +30,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sklearn.decomposition import FastICA
 
 from nearid_jax import ica
 
@@ -78,7 +79,6 @@ def _ours(x, w0, tol, max_iter, **kw):
 
 
 def _sklearn(x, w0, tol, max_iter, solver):
-  from sklearn.decomposition import FastICA  # pylint: disable=g-import-not-at-top
   with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     t = time.perf_counter()

@@ -639,8 +639,8 @@ def fastica(x, key, *, n_components: int | str | None = None,
     raise ValueError(
         f"x has n={n} rows but d={d} columns: the covariance of fewer "
         f"samples than dimensions is singular. Use more rows (n >> d), or "
-        f"reduce with n_components <= {max(n - 1, 1)}.")
-  if n <= want:
+        f"reduce with n_components <= {max(n - 1, 1)} or n_components='auto'.")
+  if n <= (1 if n_components == "auto" else want):
     raise ValueError(f"x has n={n} rows, too few for {want} components; "
                      f"need n > n_components.")
 
