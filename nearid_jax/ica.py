@@ -1,0 +1,689 @@
+"""FastICA in JAX: batched over runs, jittable, chunked over rows.
+
+Whitening + contrast-function ICA turns a representation that is identifiable
+up to a linear map into one identifiable up to a signed permutation (PAPER.md,
+Theorem 2); `nearid_jax.align` uses it to map one run onto another.
+
+The algorithm is Hyvärinen's fixed point (Hyvärinen & Oja 2000) with
+scikit-learn's conventions, so that results and tolerances mean the same thing
+as `sklearn.decomposition.FastICA(whiten="unit-variance")`:
+
+  * whitening by PCA (eigenvectors signed so their first entry is positive),
+    whitened data with unit variance, optional reduction to `n_components`;
+  * `parallel`: W <- sym(E[g(W x) x^T] - diag(E[g'(W x)]) W), stopping when
+    max_i | |(W_new W^T)_ii| - 1 | < tol; `deflation`: one row at a time with
+    Gram-Schmidt against the rows already found;
+  * a user contrast `fun(y) -> (g(y), mean g'(y))` takes y: [m, c] (components
+    by samples, as in scikit-learn) and returns the mean over the last axis.
+
+What we add: one compiled program for a stack of runs (`x: [R, n, d]`), each
+converging on its own; the per-iteration moments accumulated over row chunks
+(memory O(chunk * k) beyond the data, and cache-resident on CPU); restarts
+kept by their negentropy; a deterministic sign for each component; and input
+checks on the host before anything compiles (under `jax.jit` invalid runs
+come back with `valid=False` and NaN outputs instead).
+
+Batched use: `fastica(x, key)` with `x: [R, n, d]` fits R runs in one program
+(`key` a single key, split into R, or `[R]` keys); `jax.vmap(fastica)` works
+as well and gives the same numbers, without the host-side checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Any, Callable
+
+import flax.struct
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from nearid_jax import validation
+
+__all__ = [
+    "ConvergenceWarning", "ICAResult", "fastica", "transform",
+    "inverse_transform", "amari_distance",
+]
+
+_HIGHEST = lax.Precision.HIGHEST
+# Elements of one row chunk ([rows, k]) per run. On CPU a chunk this size
+# stays in the per-core L2 cache between the two products of an iteration;
+# accelerators want few, large chunks.
+_CPU_CHUNK_ELEMS = 1 << 18
+_ACCEL_CHUNK_ELEMS = 1 << 26
+
+
+class ConvergenceWarning(UserWarning):
+  """FastICA stopped at `max_iter` before reaching `tol` in some runs."""
+
+
+@flax.struct.dataclass
+class ICAResult:
+  """A fitted ICA model (leading [R] axis on every field for a batch of runs).
+
+  Attributes:
+    sources: [n, k] recovered sources, zero mean and unit variance.
+    unmixing: [k, d] sources = (x - mean) @ unmixing.T.
+    mixing: [d, k] x ~= sources @ mixing.T + mean (exact when k = d).
+    mean: [d] column means of the training data.
+    whitening: [k, d] PCA whitening matrix (unit-variance whitened data are
+      (x - mean) @ whitening.T); unmixing = diag(1/std) rotation @ whitening.
+    n_iter: [] int32, fixed-point iterations (deflation: the most any
+      component needed).
+    converged: [] bool, the convergence measure fell below `tol`.
+    delta: [] final convergence measure, max_i | |(W_new W^T)_ii| - 1 |
+      (scikit-learn's `lim`).
+    objective: [] negentropy approximation sum_i (E G(s_i) - E G(nu))^2 of the
+      kept solution (for a callable contrast, the squared Stein discrepancy
+      sum_i (E[s_i g(s_i)] - E[g'(s_i)])^2); restarts keep the largest.
+    rank: [] int32, numerical rank of the covariance.
+    valid: [] bool, False when the input held NaN/Inf or its covariance had
+      rank below k (then every float output is NaN). Always True for results
+      of a host call, which raises instead.
+  """
+  sources: jax.Array
+  unmixing: jax.Array
+  mixing: jax.Array
+  mean: jax.Array
+  whitening: jax.Array
+  n_iter: jax.Array
+  converged: jax.Array
+  delta: jax.Array
+  objective: jax.Array
+  rank: jax.Array
+  valid: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class _Config:
+  """Static (compile-time) settings of one fit."""
+  n_components: int
+  algorithm: str
+  fun: Any  # "logcosh" | "exp" | "cube" | callable
+  whiten_solver: str
+  n_restarts: int
+  chunk_size: int
+  has_w_init: bool
+
+
+# ---------------------------------------------------------------------------
+# Contrasts.
+
+
+def _contrast(fun, alpha):
+  """Returns `g(y) -> (g(y), sum over the last axis of g'(y))` for y [m, c]."""
+  if fun == "logcosh":
+    def g(y):
+      t = jnp.tanh(alpha * y)
+      # g' = alpha (1 - tanh^2), summed without materialising it.
+      return t, alpha * (y.shape[-1] - jnp.sum(t * t, axis=-1))
+  elif fun == "exp":
+    def g(y):
+      e = jnp.exp(-0.5 * y * y)
+      return y * e, jnp.sum((1 - y * y) * e, axis=-1)
+  elif fun == "cube":
+    def g(y):
+      return y * y * y, 3 * jnp.sum(y * y, axis=-1)
+  else:
+    def g(y):
+      gy, gp_mean = fun(y)
+      return gy, gp_mean * y.shape[-1]
+  return g
+
+
+def _logcosh(u):
+  a = jnp.abs(u)
+  return a + jnp.log1p(jnp.exp(-2 * a)) - np.log(2.0)
+
+
+# Contrast functions G with G' = g, for the negentropy objective.
+_BIG_G = {
+    "logcosh": lambda y, alpha: _logcosh(alpha * y) / alpha,
+    "exp": lambda y, alpha: -jnp.exp(-0.5 * y * y),
+    "cube": lambda y, alpha: 0.25 * y ** 4,
+}
+
+
+def _negentropy_terms(fun, alpha):
+  """Returns `h(y) -> [t, m]` row sums (y: [m, c]) that `_objective` uses."""
+  if callable(fun):
+    def h(y):
+      gy, gp_mean = fun(y)
+      return jnp.stack([jnp.sum(y * gy, axis=-1), gp_mean * y.shape[-1]])
+    return h
+  return lambda y: jnp.sum(_BIG_G[fun](y, alpha), axis=-1)[None]
+
+
+def _objective(fun, alpha, sums, n, dtype):
+  """Negentropy objective from the row sums of `_negentropy_terms`."""
+  means = sums / n
+  if callable(fun):
+    # Stein's identity: E[nu g(nu)] = E[g'(nu)] for a standard normal nu.
+    return jnp.sum((means[0] - means[1]) ** 2)
+  nodes, weights = np.polynomial.hermite_e.hermegauss(80)
+  e_gauss = jnp.sum(jnp.asarray(weights / np.sqrt(2 * np.pi), dtype)
+                    * _BIG_G[fun](jnp.asarray(nodes, dtype), alpha))
+  return jnp.sum((means[0] - e_gauss) ** 2)
+
+
+# ---------------------------------------------------------------------------
+# Row-chunked reductions.
+
+
+def _row_sum(fn: Callable, x: jax.Array, chunk: int):
+  """Sum over consecutive row chunks of `x` [n, m] of the pytree fn(rows)."""
+  n = x.shape[0]
+  nc, rem = divmod(n, chunk)
+  out = None
+  if nc == 1:
+    out = fn(x[:chunk])
+  elif nc > 1:
+    shapes = jax.eval_shape(
+        fn, jax.ShapeDtypeStruct((chunk,) + x.shape[1:], x.dtype))
+    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def body(i, acc):
+      xc = lax.dynamic_slice_in_dim(x, i * chunk, chunk, axis=0)
+      return jax.tree.map(jnp.add, acc, fn(xc))
+    out = lax.fori_loop(0, nc, body, init)
+  if rem:
+    tail = fn(x[nc * chunk:])
+    out = tail if out is None else jax.tree.map(jnp.add, out, tail)
+  return out
+
+
+def _auto_chunk(n: int, k: int, batch: int = 1) -> int:
+  elems = (_CPU_CHUNK_ELEMS if jax.default_backend() == "cpu"
+           else _ACCEL_CHUNK_ELEMS)
+  rows = elems // max(1, k * batch)
+  return int(max(256, min(n, rows)))
+
+
+# ---------------------------------------------------------------------------
+# Whitening.
+
+
+def _rank_rtol(d: int, dtype, solver: str) -> float:
+  """Eigenvalue ratio lambda_i / lambda_max below which a direction is noise.
+
+  `eigh` forms the covariance in `dtype`: an exactly singular direction comes
+  out at about 0.1-0.3 eps (measured, d <= 256), so 4 eps separates it from
+  real variance while keeping condition numbers (std ratios) up to ~1400 in
+  float32. `svd` works on the centred data: its floor is about eps^2 in
+  eigenvalue terms.
+  """
+  eps = float(np.finfo(dtype).eps)
+  return 4 * eps if solver == "eigh" else d * (4 * eps) ** 2
+
+
+def _whiten(x, solver: str, chunk: int):
+  """Mean, eigenvalues (descending), eigenvectors [d, d] of the covariance."""
+  n, _ = x.shape
+  mean = jnp.mean(x, axis=0)
+  if solver == "eigh":
+    def gram(xc):
+      xc = xc - mean
+      return jnp.matmul(xc.T, xc, precision=_HIGHEST)
+    cov = _row_sum(gram, x, chunk) / n
+    lam, u = jnp.linalg.eigh(cov)
+    lam, u = lam[::-1], u[:, ::-1]
+  else:
+    # QR first so the SVD is of a [d, d] factor; the singular values are
+    # those of the centred data, without squaring its condition number.
+    r = jnp.linalg.qr(x - mean, mode="r")
+    _, s, vt = jnp.linalg.svd(r, full_matrices=False)
+    lam, u = s * s / n, vt.T
+  # scikit-learn's convention: each eigenvector's first entry is positive.
+  u = u * jnp.where(u[:1] < 0, -1, 1).astype(u.dtype)
+  return mean, lam, u
+
+
+# ---------------------------------------------------------------------------
+# Fixed-point solvers in the whitened space (xw: [n, k], unit variance).
+
+
+def _sym_decorrelation(w):
+  s, u = jnp.linalg.eigh(jnp.matmul(w, w.T, precision=_HIGHEST))
+  s = jnp.clip(s, jnp.finfo(w.dtype).tiny, None)
+  return jnp.matmul(u * lax.rsqrt(s), jnp.matmul(u.T, w, precision=_HIGHEST),
+                    precision=_HIGHEST)
+
+
+def _solve_parallel(xw, w_init, tol, max_iter, g, chunk):
+  n = xw.shape[0]
+
+  def update(w):
+    def moments(xc):
+      y = jnp.matmul(w, xc.T, precision=_HIGHEST)  # [k, c]
+      gy, gp = g(y)
+      return jnp.matmul(gy, xc, precision=_HIGHEST), gp
+    gx, gp = _row_sum(moments, xw, chunk)
+    return _sym_decorrelation(gx / n - (gp / n)[:, None] * w)
+
+  def cond(state):
+    i, _, lim = state
+    return (i < max_iter) & (lim >= tol)
+
+  def body(state):
+    i, w, _ = state
+    w1 = update(w)
+    lim = jnp.max(jnp.abs(jnp.abs(jnp.sum(w1 * w, axis=1)) - 1))
+    return i + 1, w1, lim
+
+  w0 = _sym_decorrelation(w_init)
+  init = (jnp.zeros((), jnp.int32), w0, jnp.full((), jnp.inf, xw.dtype))
+  n_iter, w, lim = lax.while_loop(cond, body, init)
+  return w, n_iter, lim
+
+
+def _solve_deflation(xw, w_init, tol, max_iter, g, chunk):
+  n, k = xw.shape
+
+  def component(j, carry):
+    big_w, n_iter_max, lim_max = carry
+    w = w_init[j]
+    w = w / jnp.sqrt(jnp.sum(w * w))
+
+    def update(w):
+      def moments(xc):
+        y = jnp.matmul(w[None], xc.T, precision=_HIGHEST)  # [1, c]
+        gy, gp = g(y)
+        return jnp.matmul(gy, xc, precision=_HIGHEST)[0], gp[0]
+      gx, gp = _row_sum(moments, xw, chunk)
+      w1 = gx / n - gp / n * w
+      # Rows >= j of big_w are still zero, so this is Gram-Schmidt against
+      # the components already found.
+      w1 = w1 - jnp.matmul(jnp.matmul(w1, big_w.T, precision=_HIGHEST), big_w,
+                           precision=_HIGHEST)
+      return w1 / jnp.sqrt(jnp.sum(w1 * w1))
+
+    def cond(state):
+      i, _, lim = state
+      return (i < max_iter) & (lim >= tol)
+
+    def body(state):
+      i, w, _ = state
+      w1 = update(w)
+      return i + 1, w1, jnp.abs(jnp.abs(jnp.sum(w1 * w)) - 1)
+
+    init = (jnp.zeros((), jnp.int32), w, jnp.full((), jnp.inf, xw.dtype))
+    i, w, lim = lax.while_loop(cond, body, init)
+    # NaN-aware maximum, so an invalid run reports NaN rather than hiding it.
+    lim_max = jnp.where(jnp.isnan(lim) | (lim > lim_max), lim, lim_max)
+    return big_w.at[j].set(w), jnp.maximum(n_iter_max, i), lim_max
+
+  init = (jnp.zeros((k, k), xw.dtype), jnp.zeros((), jnp.int32),
+          jnp.zeros((), xw.dtype))
+  return lax.fori_loop(0, k, component, init)
+
+
+# ---------------------------------------------------------------------------
+# One run, pure.
+
+
+def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
+            cfg: _Config) -> ICAResult:
+  """FastICA of one run x [n, d] given its whitening statistics."""
+  n, d = x.shape
+  k = cfg.n_components
+  dtype = x.dtype
+  chunk = cfg.chunk_size
+
+  rtol = _rank_rtol(d, dtype, cfg.whiten_solver)
+  rank = jnp.sum(lam > lam[0] * rtol).astype(jnp.int32)
+  valid = jnp.all(jnp.isfinite(lam)) & (lam[k - 1] > lam[0] * rtol)
+  # Keep the arithmetic finite on rank-deficient runs (NaN/Inf in x makes
+  # every iterate NaN, which stops the loops at once); outputs become NaN.
+  lam_k = jnp.where(valid, lam[:k], 1)
+  u_k = jnp.where(valid, u[:, :k], jnp.eye(d, k, dtype=dtype))
+  whitening = (u_k * lax.rsqrt(lam_k)).T  # [k, d]
+  xw = jnp.matmul(x - mean, whitening.T, precision=_HIGHEST)  # [n, k]
+
+  g = _contrast(cfg.fun, alpha)
+  solve = (_solve_parallel if cfg.algorithm == "parallel"
+           else _solve_deflation)
+  h = _negentropy_terms(cfg.fun, alpha)
+  if cfg.has_w_init:
+    inits = w_init.astype(dtype)[None]
+  else:
+    inits = jax.random.normal(key, (cfg.n_restarts, k, k), dtype)
+  if cfg.n_restarts == 1:
+    ws, n_iters, lims = jax.tree.map(
+        lambda a: a[None], solve(xw, inits[0], tol, max_iter, g, chunk))
+  else:
+    ws, n_iters, lims = jax.vmap(
+        lambda w0: solve(xw, w0, tol, max_iter, g, chunk))(inits)
+
+  # One pass over the data for the moments of every candidate's outputs
+  # (mean, variance, third moment, contrast), without materialising them.
+  def moments(xc):
+    y = jnp.einsum("rij,cj->ric", ws, xc, precision=_HIGHEST)
+    return (jnp.sum(y, -1), jnp.sum(y * y, -1), jnp.sum(y * y * y, -1),
+            jax.vmap(h)(y))
+  s1, s2, s3, hs = _row_sum(moments, xw, chunk)
+  objs = jax.vmap(lambda t: _objective(cfg.fun, alpha, t, n, dtype))(hs)
+  best = jnp.argmax(jnp.where(jnp.isnan(objs), -jnp.inf, objs))
+  w, n_iter, lim, objective = ws[best], n_iters[best], lims[best], objs[best]
+  mu, m2, m3 = s1[best] / n, s2[best] / n, s3[best] / n
+  var = m2 - mu * mu
+  std = jnp.sqrt(var)
+  skew = (m3 - 3 * mu * var - mu ** 3) / (var * std)
+
+  # pinv(unmixing) in closed form: whitening^+ = u_k sqrt(lam_k) and w is
+  # orthogonal.
+  mixing = jnp.matmul(u_k * jnp.sqrt(lam_k), w.T, precision=_HIGHEST) * std
+  # Deterministic sign: positive skewness or, when the skewness is
+  # numerically zero (symmetric sources), a positive largest-|loading| entry.
+  big = jnp.take_along_axis(
+      mixing, jnp.argmax(jnp.abs(mixing), axis=0)[None], axis=0)[0]
+  skew_tol = float(np.sqrt(np.finfo(dtype).eps))
+  sign = jnp.where(jnp.abs(skew) > skew_tol, jnp.sign(skew), jnp.sign(big))
+  sign = jnp.where(sign == 0, 1, sign).astype(dtype)
+  # Unit-variance sources (scikit-learn's whiten="unit-variance"); NaN
+  # everywhere for an invalid run.
+  scale = jnp.where(valid, sign / std, jnp.nan)
+  w_out = w * scale[:, None]
+  sources = jnp.matmul(xw, w_out.T, precision=_HIGHEST)  # [n, k]
+  unmixing = jnp.matmul(w_out, whitening, precision=_HIGHEST)
+  mixing = mixing * jnp.where(valid, sign, jnp.nan)
+  nan = lambda a: jnp.where(valid, a, jnp.nan)  # noqa: E731
+  return ICAResult(
+      sources=sources, unmixing=unmixing, mixing=mixing, mean=mean,
+      whitening=nan(whitening), n_iter=n_iter, converged=valid & (lim < tol),
+      delta=nan(lim), objective=nan(objective), rank=rank, valid=valid)
+
+
+def _fit_one(x, key, w_init, tol, max_iter, alpha, cfg: _Config) -> ICAResult:
+  """FastICA of one run x [n, d]; pure, jittable and vmappable."""
+  mean, lam, u = _whiten(x, cfg.whiten_solver, cfg.chunk_size)
+  return _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u, cfg)
+
+
+def _maybe_vmap(fn, batched, in_axes):
+  return jax.vmap(fn, in_axes=in_axes) if batched else fn
+
+
+@functools.partial(jax.jit, static_argnames=("solver", "chunk", "batched"))
+def _whiten_jit(x, *, solver, chunk, batched):
+  fn = functools.partial(_whiten, solver=solver, chunk=chunk)
+  return _maybe_vmap(fn, batched, 0)(x)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "batched"))
+def _finish_jit(x, key, w_init, tol, max_iter, alpha, mean, lam, u, *, cfg,
+                batched):
+  w_axis = 0 if (w_init is not None and w_init.ndim == 3) else None
+  fn = _maybe_vmap(functools.partial(_finish, cfg=cfg), batched,
+                   (0, 0, w_axis, None, None, None, 0, 0, 0))
+  return fn(x, key, w_init, tol, max_iter, alpha, mean, lam, u)
+
+
+# ---------------------------------------------------------------------------
+# Host-side checks.
+
+
+def _check_rank(x, lam: np.ndarray, k, solver: str, dtype) -> int:
+  """Raises on constant or rank-deficient runs; returns the smallest rank.
+
+  Args:
+    x: [n, d] or [R, n, d] concrete input (read only on the error path).
+    lam: [d] or [R, d] covariance eigenvalues, descending.
+    k: requested components (None: all d; "auto": the rank, returned).
+    solver: whitening solver, which sets the noise floor.
+    dtype: compute dtype.
+  """
+  batched = lam.ndim == 2
+  lams = lam if batched else lam[None]
+  d = lams.shape[-1]
+  rtol = _rank_rtol(d, dtype, solver)
+  ranks = []
+  need = d if k in (None, "auto") else k
+  for r, lr in enumerate(lams):
+    rank = int(np.sum(lr > lr[0] * rtol)) if lr[0] > 0 else 0
+    ranks.append(rank)
+    if k == "auto" or rank >= need:
+      continue
+    where = f" in run {r}" if batched else ""
+    xr = np.asarray(x[r] if batched else x)
+    const = np.flatnonzero(np.ptp(xr, axis=0) == 0)
+    if const.size:
+      raise ValueError(
+          f"x has {const.size} zero-variance (constant) column(s){where}: "
+          f"{validation._short_list(const)}; the covariance has numerical "
+          f"rank {rank} of {d}. Drop those columns, or pass "
+          f"n_components={rank} (or n_components='auto') to reduce by PCA.")
+    hint = (" or whiten_solver='svd' (which resolves smaller variances),"
+            if solver == "eigh" else "")
+    raise ValueError(
+        f"x has a rank-deficient covariance{where}: numerical rank {rank} of "
+        f"{d} (smallest eigenvalue ratio {lr[-1] / lr[0]:.2e}, noise floor "
+        f"{rtol:.1e}), fewer than the {need} components asked for. Pass "
+        f"n_components={rank},{hint} or n_components='auto' to reduce to "
+        f"the numerical rank automatically.")
+  return min(ranks)
+
+
+def _as_keys(key, n_runs):
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)
+  if n_runs is None:
+    if key.shape != ():
+      raise ValueError(f"key must be a single key for x [n, d], got shape "
+                       f"{key.shape}.")
+    return key
+  if key.shape == ():
+    return jax.random.split(key, n_runs)
+  if key.shape != (n_runs,):
+    raise ValueError(f"key must be one key or [R={n_runs}] keys for x "
+                     f"[R, n, d], got shape {key.shape}.")
+  return key
+
+
+# ---------------------------------------------------------------------------
+# Public API.
+
+
+def fastica(x, key, *, n_components: int | str | None = None,
+            algorithm: str = "parallel", fun: str | Callable = "logcosh",
+            fun_alpha: float = 1.0, whiten_solver: str = "eigh",
+            tol: float = 1e-4, max_iter: int = 200, w_init=None,
+            n_restarts: int = 1, chunk_size: int | None = None) -> ICAResult:
+  """FastICA of one run or of a stack of runs, in one compiled program.
+
+  With concrete input this checks it on the host before compiling (raising
+  on NaN/Inf, too few rows, constant columns, a rank-deficient covariance,
+  integer dtypes) and warns, naming the runs, when some did not converge.
+  Under `jax.jit`/`jax.vmap` (x a tracer) those checks are skipped and
+  invalid runs come back with `valid=False` and NaN outputs instead.
+
+  Args:
+    x: [n, d] float array (one run) or [R, n, d] (R runs, fitted
+      independently, each converging on its own). float32, or float64 with
+      `jax_enable_x64`.
+    key: a `jax.random.key`; for [R, n, d] one key (split into R) or [R]
+      keys. Draws `w_init` (and the restarts) when `w_init` is None.
+    n_components: k <= d components (PCA reduction before ICA); None: d;
+      "auto": the numerical rank of the covariance (host call only; the
+      smallest over runs for a stack).
+    algorithm: "parallel" (symmetric decorrelation) or "deflation".
+    fun: "logcosh", "exp", "cube", or a callable `y -> (g(y), mean g'(y))`
+      with y: [m, c] and the mean over the last axis (scikit-learn's form).
+    fun_alpha: alpha of logcosh, in [1, 2].
+    whiten_solver: "eigh" (covariance eigendecomposition; fast for n >> d)
+      or "svd" (of the centred data; stable for nearly degenerate data).
+    tol: stop when max_i | |(W_new W^T)_ii| - 1 | < tol (scikit-learn's).
+    max_iter: most fixed-point iterations (per component for deflation).
+    w_init: [k, k] initial un-mixing in the whitened space (or [R, k, k] for
+      a stack); None draws a standard normal one from `key`.
+    n_restarts: random initialisations fitted together; the one with the
+      largest negentropy objective is kept. Needs w_init=None.
+    chunk_size: rows per chunk of the moment accumulation; None picks one
+      (CPU: cache sized; accelerators: large).
+
+  Returns:
+    An `ICAResult` (fields with a leading [R] axis for a stack).
+
+  Raises:
+    TypeError: x is not a floating-point array.
+    ValueError: bad shapes or options, NaN/Inf in x (count and where),
+      n < d, constant columns or a rank-deficient covariance (with the
+      numerical rank and what to pass instead).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from nearid_jax import ica
+    >>> s = jax.random.laplace(jax.random.key(0), (2000, 3))
+    >>> x = s @ jnp.array([[1., 2, 0], [0, 1, 1], [1, 0, 3]]).T
+    >>> res = ica.fastica(x, jax.random.key(1))
+    >>> res.sources.shape, res.unmixing.shape, bool(res.converged)
+    ((2000, 3), (3, 3), True)
+    >>> float(ica.amari_distance(res.unmixing, jnp.array(
+    ...     [[1., 2, 0], [0, 1, 1], [1, 0, 3]]))) < 0.05
+    True
+  """
+  validation.check_float("x", x)
+  validation.check_ndim("x", x, (2, 3), "([n, d] one run or [R, n, d] runs)")
+  if algorithm not in ("parallel", "deflation"):
+    raise ValueError(f"algorithm must be 'parallel' or 'deflation', got "
+                     f"{algorithm!r}.")
+  if not (callable(fun) or fun in ("logcosh", "exp", "cube")):
+    raise ValueError(f"fun must be 'logcosh', 'exp', 'cube' or a callable, "
+                     f"got {fun!r}.")
+  if whiten_solver not in ("eigh", "svd"):
+    raise ValueError(f"whiten_solver must be 'eigh' or 'svd', got "
+                     f"{whiten_solver!r}.")
+  if not 1 <= fun_alpha <= 2:
+    raise ValueError(f"fun_alpha must be in [1, 2], got {fun_alpha}.")
+  if not (tol > 0 and int(max_iter) >= 1 and int(n_restarts) >= 1):
+    raise ValueError(f"need tol > 0, max_iter >= 1, n_restarts >= 1; got "
+                     f"tol={tol}, max_iter={max_iter}, n_restarts="
+                     f"{n_restarts}.")
+  if w_init is not None and n_restarts != 1:
+    raise ValueError("w_init fixes the start: pass n_restarts=1 with it.")
+
+  batched = np.ndim(x) == 3
+  n_runs = np.shape(x)[0] if batched else None
+  n, d = np.shape(x)[-2:]
+  if n_components is not None and n_components != "auto":
+    if not 1 <= int(n_components) <= d:
+      raise ValueError(f"n_components must be in [1, d={d}] or 'auto', got "
+                       f"{n_components}.")
+  want = d if n_components in (None, "auto") else int(n_components)
+  if n < d and n_components is None:
+    raise ValueError(
+        f"x has n={n} rows but d={d} columns: the covariance of fewer "
+        f"samples than dimensions is singular. Use more rows (n >> d), or "
+        f"reduce with n_components <= {max(n - 1, 1)}.")
+  if n <= want:
+    raise ValueError(f"x has n={n} rows, too few for {want} components; "
+                     f"need n > n_components.")
+
+  concrete = validation.is_concrete(x)
+  xj = jnp.asarray(x)
+  if xj.dtype not in (jnp.float32, jnp.float64):
+    xj = xj.astype(jnp.float32)  # half precision: compute in float32
+  if not concrete and n_components == "auto":
+    raise ValueError("n_components='auto' needs concrete x (the rank sets "
+                     "the output shape); call fastica outside jit, or pass "
+                     "an int.")
+  if concrete:
+    # Cheap (one pass) and before any compilation.
+    validation.check_finite("x", np.asarray(x),
+                            run_axis=0 if batched else None,
+                            row_axis=1 if batched else 0)
+  keys = _as_keys(key, n_runs)
+  if chunk_size is None:
+    chunk_size = _auto_chunk(n, d, n_runs or 1)
+  cfg = _Config(n_components=want, algorithm=algorithm, fun=fun,
+                whiten_solver=whiten_solver, n_restarts=int(n_restarts),
+                chunk_size=int(chunk_size), has_w_init=w_init is not None)
+  # The whitening statistics come first (a small program) so the rank is
+  # checked on the host before the ICA program is compiled; the ICA reuses
+  # them rather than recomputing.
+  mean, lam, u = _whiten_jit(xj, solver=whiten_solver, chunk=cfg.chunk_size,
+                            batched=batched)
+  k = want
+  if concrete:
+    rank = _check_rank(x, np.asarray(lam), n_components, whiten_solver,
+                       np.dtype(xj.dtype))
+    if n_components == "auto":
+      k = rank
+      if k < d:
+        warnings.warn(f"n_components='auto': reducing to the numerical rank "
+                      f"k={k} of d={d}.", stacklevel=2)
+      cfg = dataclasses.replace(cfg, n_components=k)
+  if w_init is not None:
+    w_init = jnp.asarray(w_init)
+    shapes = [(k, k)] + ([(n_runs, k, k)] if batched else [])
+    if tuple(w_init.shape) not in shapes:
+      raise ValueError(f"w_init must have shape {' or '.join(map(str, shapes))}"
+                       f", got {tuple(w_init.shape)}.")
+  res = _finish_jit(xj, keys, w_init, jnp.asarray(tol, xj.dtype),
+                    jnp.asarray(max_iter, jnp.int32),
+                    jnp.asarray(fun_alpha, xj.dtype), mean, lam, u, cfg=cfg,
+                    batched=batched)
+  if concrete:
+    conv = np.atleast_1d(np.asarray(res.converged))
+    if not conv.all():
+      which = (f" in run(s) {validation._short_list(np.flatnonzero(~conv))} "
+               f"of {conv.size}" if batched else "")
+      delta = np.atleast_1d(np.asarray(res.delta))[~conv]
+      warnings.warn(
+          f"FastICA did not converge{which} within max_iter={max_iter} "
+          f"(final delta {np.max(delta):.2e} >= tol={tol}); increase "
+          f"max_iter or tol, or try n_restarts > 1.", ConvergenceWarning,
+          stacklevel=2)
+  return res
+
+
+def transform(result: ICAResult, x_new) -> jax.Array:
+  """Sources of new data: (x_new - mean) @ unmixing.T.
+
+  Args:
+    result: a fitted `ICAResult` (one run, or R runs with x_new [R, m, d]).
+    x_new: [m, d] float array ([R, m, d] for a batched result).
+
+  Returns:
+    [m, k] sources ([R, m, k]).
+  """
+  x_new = jnp.asarray(x_new)
+  return jnp.einsum("...nd,...kd->...nk", x_new - result.mean[..., None, :],
+                    result.unmixing, precision=_HIGHEST)
+
+
+def inverse_transform(result: ICAResult, s) -> jax.Array:
+  """Data from sources: s @ mixing.T + mean.
+
+  Args:
+    result: a fitted `ICAResult`.
+    s: [m, k] sources ([R, m, k] for a batched result).
+
+  Returns:
+    [m, d] reconstruction ([R, m, d]).
+  """
+  s = jnp.asarray(s)
+  return jnp.einsum("...nk,...dk->...nd", s, result.mixing,
+                    precision=_HIGHEST) + result.mean[..., None, :]
+
+
+def amari_distance(unmixing, mixing) -> jax.Array:
+  """Amari distance of P = unmixing @ mixing from a scaled permutation.
+
+  0 exactly when P is a permutation times a diagonal; normalised to [0, 1]
+  as in Moreau et al. / python-picard's `amari_distance`.
+
+  Args:
+    unmixing: [k, d] estimated un-mixing.
+    mixing: [d, k] true mixing.
+
+  Returns:
+    [] the distance.
+  """
+  p = jnp.abs(jnp.matmul(unmixing, mixing, precision=_HIGHEST))
+  k = p.shape[0]
+  rows = jnp.sum(jnp.sum(p, axis=1) / jnp.max(p, axis=1) - 1)
+  cols = jnp.sum(jnp.sum(p, axis=0) / jnp.max(p, axis=0) - 1)
+  return (rows + cols) / (2 * k * (k - 1))
