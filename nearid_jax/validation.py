@@ -21,7 +21,9 @@ def is_concrete(x) -> bool:
 
 def check_float(name: str, x) -> None:
   """Raises TypeError unless `x` has a floating dtype."""
-  dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+  # Not getattr(x, "dtype", np.asarray(x).dtype): the default would be
+  # evaluated, and a tracer cannot become a numpy array.
+  dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
   if not np.issubdtype(dtype, np.floating):
     raise TypeError(
         f"{name} must be a floating-point array, got dtype {dtype}; "
