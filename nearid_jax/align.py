@@ -590,38 +590,49 @@ def _run_ica(runs: _Runs, key, k: int, ica_options, name: str, concrete):
   return maps, valid
 
 
-def _identity_ica(runs: _Runs) -> _ICAMaps:
-  r, _, d = runs.xf.shape
-  eye = jnp.broadcast_to(jnp.eye(d, dtype=runs.xf.dtype), (r, d, d))
-  return _ICAMaps(eye, eye)
+def _factor_ica(runs: _Runs) -> _ICAMaps:
+  """The factors' own "ICA": their fit-row standardisation (no rotation).
+
+  The factors are the sources already; unit variance on the fit rows makes
+  them commensurate with the ICA sources of the runs.
+  """
+  sd = jnp.sqrt(jnp.diagonal(runs.cov, axis1=-2, axis2=-1))
+  return _ICAMaps(jax.vmap(jnp.diag)(1 / sd), jax.vmap(jnp.diag)(sd))
 
 
 # ---------------------------------------------------------------------------
 # Public API.
 
 
-@dataclasses.dataclass(frozen=True)
+@flax.struct.dataclass
 class PairwiseEpsilon:
   """ε for all ordered pairs of R runs (rows: target, columns: source).
 
+  A pytree, so `pairwise_epsilon` can run under `jax.jit`.
+
   Attributes:
     epsilon: {kind: {"mean": [R, R], "max": [R, R], "q99": [R, R],
-      "r2": [R, R, d]}} (numpy); ε normalised by the target's diameter,
-      diagonal 0 (R² 1); NaN for pairs involving an invalid run.
+      "r2": [R, R, d]}}; ε normalised by the target's diameter, diagonal 0
+      (R² 1); NaN for pairs involving an invalid run.
     diameter: [R] diameter of each run.
     valid: [R] bool; False for runs with NaN/Inf, constant columns or (for
-      'linear'/'ica' without ridge) a singular covariance (only under jit;
-      host calls raise instead).
-    info: the settings used (kinds, split sizes, diameter, dims, perm_scale,
-      ridge).
+      'linear' without ridge, and 'ica') a singular covariance, or whose ICA
+      failed. Host calls raise on such input instead; under `jax.jit` the
+      runs are flagged here.
+    settings: the settings used, as (name, value) pairs (see `info`).
   """
   epsilon: dict
-  diameter: np.ndarray
-  valid: np.ndarray
-  info: dict
+  diameter: jax.Array
+  valid: jax.Array
+  settings: tuple = flax.struct.field(pytree_node=False)
 
   def __getitem__(self, kind: str) -> dict:
     return self.epsilon[kind]
+
+  @property
+  def info(self) -> dict:
+    """The settings as a dict (kinds, split sizes, diameter, options)."""
+    return dict(self.settings)
 
 
 def _need_rank(kinds, ridge):
@@ -691,32 +702,31 @@ def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
     valid &= ica_valid
   opts = _Options(kinds, float(ridge), bool(perm_scale), "pad", n_fit)
   ti, si = np.nonzero(~np.eye(r, dtype=bool))
-  ti, si = ti.astype(np.int32), si.astype(np.int32)
-  eps = {k: {s: np.zeros((r, r), np.float32) for s in ("mean", "max", "q99")}
+  stats = ("mean", "max", "q99", "r2")
+  eps = {k: {s: jnp.zeros((r, r), zs.dtype) for s in stats[:3]}
          for k in kinds}
   for k in kinds:
-    eps[k]["r2"] = np.broadcast_to(np.ones(d, np.float32), (r, r, d)).copy()
+    eps[k]["r2"] = jnp.ones((r, r, d), zs.dtype)
   if len(ti):
     chunk_c, chunk_e = _chunks(len(ti), n_fit, n - n_fit, d, d, len(kinds),
                                pair_chunk)
-    out = _pairs(runs, runs, maps, maps, jnp.asarray(ti), jnp.asarray(si),
-                 valid, valid, opts=opts, chunk_c=chunk_c, chunk_e=chunk_e)
-    out = jax.tree.map(np.asarray, out)
+    ti, si = jnp.asarray(ti, jnp.int32), jnp.asarray(si, jnp.int32)
+    out = _pairs(runs, runs, maps, maps, ti, si, valid, valid, opts=opts,
+                 chunk_c=chunk_c, chunk_e=chunk_e)
     for j, k in enumerate(kinds):
-      for s in ("mean", "max", "q99", "r2"):
-        eps[k][s][ti, si] = out[s][:, j]
-  valid_np = np.asarray(valid)
-  for k in kinds:
-    for s, v in eps[k].items():
-      v[~valid_np] = np.nan
-      v[:, ~valid_np] = np.nan
-  info = {"kinds": list(kinds), "n_fit": n_fit, "n_eval": n - n_fit,
-          "diameter": diameter, "diameter_rows": int(diameter_rows),
-          "perm_scale": bool(perm_scale), "ridge": float(ridge),
-          "convention": "epsilon[i, j]: source run j mapped onto target run "
-                        "i, divided by the diameter of run i"}
-  return PairwiseEpsilon(epsilon=eps, diameter=np.asarray(runs.diameter),
-                         valid=valid_np, info=info)
+      for s in stats:
+        eps[k][s] = eps[k][s].at[ti, si].set(out[s][:, j])
+  ok = valid[:, None] & valid[None, :]
+  eps = jax.tree.map(
+      lambda v: jnp.where(ok.reshape(ok.shape + (1,) * (v.ndim - 2)), v,
+                          jnp.nan), eps)
+  settings = (("kinds", kinds), ("n_fit", n_fit), ("n_eval", n - n_fit),
+              ("diameter", diameter), ("diameter_rows", int(diameter_rows)),
+              ("perm_scale", bool(perm_scale)), ("ridge", float(ridge)),
+              ("convention", "epsilon[i, j]: source run j mapped onto target "
+               "run i, divided by the diameter of run i"))
+  return PairwiseEpsilon(epsilon=eps, diameter=runs.diameter, valid=valid,
+                         settings=settings)
 
 
 def _single(z_target, z_source, kinds, key, fit_fraction, diameter, dims,
@@ -928,8 +938,10 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
 
   Returns:
     {"epsilon": {kind: {"mean"/"max"/"q99": [R], "r2": [R, k]}},
-     "diameter": float (of u), and with metrics "mcc_raw", "mcc_raw_spearman",
-     "mcc_ica", "mcc_ica_spearman", "r2": [R] each (numpy)}.
+     "diameter": [] (of u), "valid": [R] bool, and with metrics "mcc_raw",
+     "mcc_raw_spearman", "mcc_ica", "mcc_ica_spearman", "r2": [R] each}.
+    Without metrics the function is jittable (invalid runs then come back
+    NaN with valid=False instead of raising).
 
   Raises:
     ValueError: as `pairwise_epsilon`, for `factors` too; "ica" with d < k.
@@ -979,18 +991,17 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
   if "ica" in kinds:
     ica_s, iv = _run_ica(src, key, k, ica_options, "zs", concrete)
     valid_s &= iv
-    ica_t = _identity_ica(tgt)
+    ica_t = _factor_ica(tgt)
   opts = _Options(kinds, float(ridge), bool(perm_scale), dims, n_fit)
   pt = jnp.zeros((r,), jnp.int32)
   ps = jnp.arange(r, dtype=jnp.int32)
   chunk_c, chunk_e = _chunks(r, n_fit, n - n_fit, k, d, len(kinds), None)
   out = _pairs(tgt, src, ica_t, ica_s, pt, ps, valid_t, valid_s, opts=opts,
                chunk_c=chunk_c, chunk_e=chunk_e)
-  out = jax.tree.map(np.asarray, out)
   res = {"epsilon": {kk: {s: out[s][:, j] for s in ("mean", "max", "q99",
                                                     "r2")}
                      for j, kk in enumerate(kinds)},
-         "diameter": float(tgt.diameter[0]), "valid": np.asarray(valid_s)}
+         "diameter": tgt.diameter[0], "valid": valid_s}
   if with_metrics:
     res.update(_structural_metrics(src, tgt, u, key, ica_options, k,
                                    ica_s if "ica" in kinds else None,
