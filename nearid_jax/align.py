@@ -1021,13 +1021,14 @@ def _structural_metrics(src: _Runs, tgt: _Runs, u, key, ica_options, k,
   k_r2 = jax.random.fold_in(key, 7)
   out = {}
   for name, z in (("raw", src.xe), ("ica", sources)):
-    out[f"mcc_{name}"] = np.asarray(metrics.mcc(z, u_eval, method="pearson"))
+    out[f"mcc_{name}"] = np.asarray(
+        metrics.mcc(z, u_eval, method="pearson")["mcc"])
     out[f"mcc_{name}_spearman"] = np.asarray(
-        metrics.mcc(z, u_eval, method="spearman"))
-  # R² on all rows (its own fit/score split inside metrics.r2).
+        metrics.mcc(z, u_eval, method="spearman")["mcc"])
+  # R² on all rows (metrics.r2 makes its own fit/score split).
   all_rows = jnp.concatenate([src.xf, src.xe], axis=1)
   u_all = jnp.concatenate([tgt.xf[0], tgt.xe[0]], axis=0)
-  out["r2"] = np.asarray(metrics.r2(all_rows, u_all, key=k_r2))
+  out["r2"] = np.asarray(metrics.r2(all_rows, u_all, key=k_r2)["r2"])
   return out
 
 
