@@ -272,7 +272,11 @@ def _bi_lipschitz(config, train_dir, reps, valid) -> dict[str, Any]:
   r = len(valid)
   out = {"one_plus_l": [None] * r, "theorem1_factor": [None] * r,
          "data_bound": None, "points": 0, "note": note}
-  trainer, state = train.load_trained(train_dir)
+  try:
+    trainer, state = train.load_trained(train_dir)
+  except FileNotFoundError as e:  # e.g. representations from another tool
+    out["note"] = f"not computed: {e}"
+    return out
   data_cfg = trainer.config.data
   if data_cfg.name == "synthetic":
     from nearid_jax.data import synthetic  # pylint: disable=g-import-not-at-top
