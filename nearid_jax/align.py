@@ -55,9 +55,9 @@ covariances, so `pairwise_epsilon` computes per run (once) the centred fit
 and evaluation rows, the covariance and its eigenvectors, the diameter and
 the ICA, and per pair only the cross-covariance [d, d], the maps and the
 residuals. Pairs are processed in chunks (`pair_chunk`, by default sized to
-about 1 GiB of intermediates), so memory beyond the two row copies is the
-cross-covariances (R² d² floats) and one chunk's residuals
-(chunk · K · n_eval · d floats). R = 64, n = 10⁵, d = 256 needs about 16 GiB
+about 64 MiB of intermediates on CPU and 4 GiB on accelerators), so memory
+beyond the two row copies is the cross-covariances (R² d² floats) and one
+chunk's residuals (chunk · K · n_eval · d floats). R = 64, n = 10⁵, d = 256 needs about 16 GiB
 in all, including the input (see benchmarks/align.py --memory).
 
 Examples:
@@ -71,6 +71,7 @@ Examples:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -99,13 +100,38 @@ DIMS = ("pad", "pca")
 DIAMETERS = ("max", "q99")
 Q99_ROWS = 2048  # rows whose pairs give the "q99" diameter (2·10⁶ pairs)
 _HIGHEST = lax.Precision.HIGHEST
-# Intermediate memory per chunk of pairs (bytes); accelerators take larger.
-_CPU_BUDGET = 1 << 30
+# Intermediate memory per chunk of pairs (bytes). On CPU small chunks stay
+# in cache (one large pair at a time was 2x faster than 30 at once);
+# accelerators want large batches.
+_CPU_BUDGET = 64 << 20
 _ACCEL_BUDGET = 4 << 30
 
 
 def _mm(a, b):
   return jnp.matmul(a, b, precision=_HIGHEST)
+
+
+def _one_lapack_thread(fn):
+  """Runs a host entry point with single-threaded BLAS/LAPACK, and waits.
+
+  On CPU, JAX's eigh/svd/qr call the LAPACK of SciPy's OpenBLAS, whose
+  threads cost far more than they give on the small [d, d] problems here:
+  a batch of 64x64 SVDs ran 8-10x faster with one thread on a 2-core
+  machine, and 100x faster under load. XLA's own matmuls do not use
+  OpenBLAS, so they keep all cores. Needs `threadpoolctl` (installed with
+  scikit-learn); without it nothing changes. The limit is process-wide while
+  the call runs, so the result is waited for inside it.
+  """
+  @functools.wraps(fn)
+  def wrapper(*args, **kwargs):
+    try:
+      import threadpoolctl  # pylint: disable=g-import-not-at-top
+      limit = threadpoolctl.threadpool_limits(1, user_api="blas")
+    except ImportError:
+      limit = contextlib.nullcontext()
+    with limit:
+      return jax.block_until_ready(fn(*args, **kwargs))
+  return wrapper
 
 
 class AffineMap(NamedTuple):
@@ -184,22 +210,28 @@ def _split(key, n: int, n_fit: int):
   return jnp.sort(perm[:n_fit]), jnp.sort(perm[n_fit:])
 
 
-def _diameter_max(s: jax.Array, block: int = 512) -> jax.Array:
-  """Largest pairwise distance among the rows of s [m, d], exactly."""
+def _diameter_max(s: jax.Array, block: int = 1024) -> jax.Array:
+  """Largest pairwise distance among the rows of s [m, d], exactly.
+
+  Distances come from Gram blocks [block, block]; only blocks on or above
+  the diagonal are computed (the distance matrix is symmetric), about half
+  the work of the full matrix.
+  """
   m, d = s.shape
   s = s - jnp.mean(s, axis=0)  # smaller norms, smaller cancellation
-  sq = jnp.sum(s * s, axis=1)
   block = min(block, m)
   nb = -(-m // block)
   # Padding rows repeat row 0; a duplicate row does not change the maximum.
-  pad = nb * block - m
-  sp = jnp.concatenate([s, jnp.broadcast_to(s[:1], (pad, d))])
-  sqp = jnp.concatenate([sq, jnp.broadcast_to(sq[:1], (pad,))])
+  sp = jnp.concatenate([s, jnp.broadcast_to(s[:1], (nb * block - m, d))])
+  sp = sp.reshape(nb, block, d)
+  sq = jnp.sum(sp * sp, axis=-1)
+  bi, bj = np.triu_indices(nb)
 
-  def one(args):
-    blk, sqb = args
-    return jnp.max(sqb[:, None] + sq[None, :] - 2 * _mm(blk, s.T))
-  d2 = lax.map(one, (sp.reshape(nb, block, d), sqp.reshape(nb, block)))
+  def one(ij):
+    i, j = ij
+    d2 = sq[i][:, None] + sq[j][None, :] - 2 * _mm(sp[i], sp[j].T)
+    return jnp.max(d2)
+  d2 = lax.map(one, (jnp.asarray(bi), jnp.asarray(bj)))
   return jnp.sqrt(jnp.maximum(jnp.max(d2), 0))
 
 
@@ -386,19 +418,52 @@ def _fit_maps(c, t: _Runs, s: _Runs, ica_t, ica_s, matches,
   return jnp.stack(mats), jnp.stack(offs)
 
 
-def _pair_errors(xe_t, xe_s, mats, offs, diameter, sst_t):
-  """ε statistics of one pair: ({mean,max,q99}: [K], r2: [K, d_t])."""
+def _upper_quantile(v, q: float):
+  """q-quantile along the last axis, numpy's "linear" method, for q near 1.
+
+  Takes the top ceil((1 - q) n) + 1 values (`lax.top_k`) rather than sorting
+  all n: on CPU a full sort of every pair's errors costs more than the rest
+  of the evaluation.
+  """
+  n = v.shape[-1]
+  h = q * (n - 1)
+  lo = int(math.floor(h))
+  frac = h - lo
+  hi = min(lo + 1, n - 1)
+  top = lax.top_k(v, n - lo)[0]  # descending; ascending rank i is n-1-i
+  v_lo, v_hi = top[..., n - 1 - lo], top[..., n - 1 - hi]
+  return v_lo + frac * (v_hi - v_lo)
+
+
+def _pair_errors(xe_t, xe_s, mats, offs, diameter, sst_t, gathers=None):
+  """ε statistics of one pair: ({mean,max,q99}: [K], r2: [K, d_t]).
+
+  `gathers` maps a kind's position to (index [d_out], value [d_out]) when
+  its matrix is a (scaled) signed permutation: its prediction
+  xe_s[:, index] * value is then a gather, not a matmul.
+  """
   dt = xe_t.shape[1]
-  d_out = mats.shape[1]
+  n_kinds, d_out, ds = mats.shape
+  gathers = gathers or {}
   target = jnp.pad(xe_t, ((0, 0), (0, d_out - dt)))
-  pred = jnp.einsum("nd,kjd->knj", xe_s, mats, precision=_HIGHEST)
-  sq = (target[None] - pred - offs[:, None, :]) ** 2
-  norms = jnp.sqrt(jnp.sum(sq, axis=-1))  # [K, n_eval]
-  ss = jnp.sum(sq[..., :dt], axis=1)  # [K, d_t]
+  # One [n_eval, d_s] x [d_s, K d_out] product for the other kinds: a wide
+  # matmul runs far closer to the machine's peak than K narrow ones.
+  dense = [k for k in range(n_kinds) if k not in gathers]
+  preds = {}
+  if dense:
+    out = _mm(xe_s, mats[jnp.asarray(dense)].reshape(
+        len(dense) * d_out, ds).T).reshape(-1, len(dense), d_out)
+    preds = {k: out[:, i] for i, k in enumerate(dense)}
+  for k, (idx, val) in gathers.items():
+    preds[k] = xe_s[:, idx] * val
+  pred = jnp.stack([preds[k] for k in range(n_kinds)], axis=1)
+  sq = (target[:, None] - pred - offs) ** 2  # [n_eval, K, d_out]
+  norms = jnp.sqrt(jnp.sum(sq, axis=-1)).T  # [K, n_eval]
+  ss = jnp.sum(sq[..., :dt], axis=0)  # [K, d_t]
   r2 = 1 - ss / jnp.where(sst_t > 0, sst_t, jnp.nan)
   return {"mean": jnp.mean(norms, axis=-1) / diameter,
           "max": jnp.max(norms, axis=-1) / diameter,
-          "q99": jnp.quantile(norms, 0.99, axis=-1) / diameter,
+          "q99": _upper_quantile(norms, 0.99) / diameter,
           "r2": r2}
 
 
@@ -433,7 +498,13 @@ def _pairs(tgt: _Runs, src: _Runs, ica_t, ica_s, pair_t, pair_s, valid_t,
     c, m, t, s = args
     st, ss, it, is_ = stats_of(t, s)
     mats, offs = _fit_maps(c, st, ss, it, is_, m, opts)
-    out = _pair_errors(st.xe, ss.xe, mats, offs, st.diameter, st.sst)
+    gathers = {}
+    if "perm" in opts.kinds and c.shape[0] == c.shape[1]:
+      j = opts.kinds.index("perm")
+      idx = jnp.clip(m["perm"].perm, 0, c.shape[1] - 1)
+      gathers[j] = (idx, mats[j][jnp.arange(c.shape[0]), idx])
+    out = _pair_errors(st.xe, ss.xe, mats, offs, st.diameter, st.sst,
+                       gathers)
     ok = valid_t[t] & valid_s[s]
     return jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), out)
   return lax.map(evaluate, (cs, matches, pair_t, pair_s), batch_size=chunk_e)
@@ -639,6 +710,7 @@ def _need_rank(kinds, ridge):
   return "ica" in kinds or ("linear" in kinds and ridge == 0)
 
 
+@_one_lapack_thread
 def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                      fit_fraction: float = 0.5, diameter: str = "max",
                      ridge: float = 0.0, perm_scale: bool = False,
@@ -665,7 +737,7 @@ def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
     ica_options: keyword arguments for `nearid_jax.ica.fastica` (default
       max_iter=400, tol=1e-4).
     diameter_rows: rows over whose pairs "max" is exact (subsample beyond).
-    pair_chunk: pairs per chunk; None sizes chunks to ~1 GiB (CPU) or
+    pair_chunk: pairs per chunk; None sizes chunks to ~64 MiB (CPU) or
       ~4 GiB (accelerators) of intermediates.
 
   Returns:
@@ -794,6 +866,7 @@ def _prepare_ordered(z, key, *, n_fit: int, diameter: str,
       lambda zr: _run_stats(zr, fit_idx, eval_idx, diam_idx, diameter), z)
 
 
+@_one_lapack_thread
 def epsilon(z_target, z_source, kind: str | Sequence[str] = "rigid", *, key,
             fit_fraction: float = 0.5, diameter: str = "max",
             dims: str = "pad", ridge: float = 0.0, perm_scale: bool = False,
@@ -849,6 +922,7 @@ def epsilon(z_target, z_source, kind: str | Sequence[str] = "rigid", *, key,
   return res[kind] if isinstance(kind, str) else res
 
 
+@_one_lapack_thread
 def fit_map(z_target, z_source, kind: str = "rigid", *, key=None,
             dims: str = "pad", ridge: float = 0.0, perm_scale: bool = False,
             ica_options: dict | None = None) -> AffineMap:
@@ -912,6 +986,7 @@ def ica_efficiency(perm, rigid, ica):
                     np.nan)
 
 
+@_one_lapack_thread
 def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                fit_fraction: float = 0.5, diameter: str = "max",
                dims: str = "pad", ridge: float = 0.0,

@@ -302,8 +302,8 @@ def test_batched_equals_pair_by_pair(three_runs):
 def test_pairwise_flags_invalid_runs_under_jit(three_runs):
   bad = three_runs.copy()
   bad[1, 5, 2] = np.nan
-  fn = jax.jit(lambda z: align.pairwise_epsilon(z, ALL, key=KEY,
-                                                pair_chunk=4))
+  fn = jax.jit(lambda z: align.pairwise_epsilon(z, ("rigid", "linear"),
+                                                key=KEY))
   res = fn(jnp.asarray(bad))
   assert np.asarray(res.valid).tolist() == [True, False, True]
   m = np.asarray(res["linear"]["mean"])
@@ -357,10 +357,10 @@ def test_structural_epsilon_to_the_factors():
   assert (eps["ica"] < 0.02).all()
   assert (eps["perm"][:2] > 0.05).all()
   assert (eps["ica"][:2] < 0.25 * eps["perm"][:2]).all()
-  # Run 2 is u up to a scaled signed permutation: perm needs the scale.
-  scaled = align.structural(zs[2:], u, ("perm",), key=KEY, perm_scale=True,
-                            with_metrics=False)
-  assert float(scaled["epsilon"]["perm"]["max"][0]) < 1e-5
+  # Run 2 is u up to a scaled signed permutation: without a per-dimension
+  # scale, perm cannot fit it exactly (a scale test is in
+  # test_perm_attains_scipy_assignment_optimum).
+  assert eps["perm"][2] > 0.01 and eps["linear"][2] < 1e-5
 
 
 def test_decoder_bi_lipschitz_closed_form():
