@@ -7,8 +7,9 @@ factor held fixed. They take
   observations to codes [m, d] (one run) or [R, m, d] (R runs scored on the
   same observations);
 * `sample_fn`: either a function `sample_fn(key, factor, values) -> obs`
-  that draws m = len(values) observations, row i with factor `factor` (a
-  Python int) at class index `values[i]` and every other factor uniformly at
+  that draws m = len(values) observations, row i with factor `factor` (an
+  int32 scalar, traced under jit: index with it, do not branch on it in
+  Python) at class index `values[i]` and every other factor uniformly at
   random, plus `factor_sizes`; or a ground-truth dataset object (anything
   with `sample_fixed(key, n, factor, value)` returning (obs, indices,
   values) and `factor_sizes`, such as the `nearid_jax.data` datasets), which
@@ -114,9 +115,8 @@ def _chunks(count, per_chunk):
 
 
 @functools.partial(jax.jit, static_argnames=(
-    "encode_fn", "sample_fn", "factor", "size", "points", "batch_size",
-    "mode"))
-def _chunk_stats(key, global_var, *, encode_fn, sample_fn, factor, size,
+    "encode_fn", "sample_fn", "points", "batch_size", "mode"))
+def _chunk_stats(key, global_var, factor, size, *, encode_fn, sample_fn,
                  points, batch_size, mode):
   """Per-point statistic for `points` points that fix `factor`.
 
@@ -145,14 +145,19 @@ def _generate(encode_fn, sample_fn, sizes, key, num_points, batch_size,
   """Statistics [R, num_points, d] and factor labels [num_points]."""
   k_count, k_draw = jax.random.split(key)
   counts = _factor_counts(k_count, num_points, len(sizes))
+  per_chunk = max(1, min(per_chunk, int(counts.max())))
   stats, labels = [], []
   gv = global_var if global_var is not None else jnp.ones((1, 1))
   for factor, count in enumerate(counts):
+    # Every call has the same shapes (the last chunk is trimmed afterwards)
+    # and the factor is traced, so the chunk compiles once per protocol.
     for i, pts in enumerate(_chunks(count, per_chunk)):
       ck = jax.random.fold_in(jax.random.fold_in(k_draw, factor), i)
-      stats.append(_chunk_stats(
-          ck, gv, encode_fn=encode_fn, sample_fn=sample_fn, factor=factor,
-          size=sizes[factor], points=pts, batch_size=batch_size, mode=mode))
+      out = _chunk_stats(
+          ck, gv, jnp.int32(factor), jnp.int32(sizes[factor]),
+          encode_fn=encode_fn, sample_fn=sample_fn, points=per_chunk,
+          batch_size=batch_size, mode=mode)
+      stats.append(out[:, :pts])
       labels.append(np.full((pts,), factor, np.int32))
   return jnp.concatenate(stats, axis=1), jnp.asarray(np.concatenate(labels))
 
@@ -236,7 +241,7 @@ def beta_vae_score(encode_fn, sample_fn, key, *, factor_sizes=None,
 
 
 def _batched(encode_fn, fn, sizes):
-  obs = jax.eval_shape(fn, jax.random.key(0), 0,
+  obs = jax.eval_shape(fn, jax.random.key(0), jnp.int32(0),
                        jax.ShapeDtypeStruct((2,), jnp.int32))
   z = jax.eval_shape(encode_fn, obs)
   return len(z.shape) == 3
@@ -302,7 +307,8 @@ def factor_vae_score(encode_fn, sample_fn, key, *, factor_sizes=None,
   k_var, k_vals, k_tr, k_ev = jax.random.split(key, 4)
   # Factor 0 at uniformly random values = the unconstrained distribution.
   values = jax.random.randint(k_vals, (num_variance_estimate,), 0, sizes[0])
-  z = _encode(encode_fn, fn(k_var, 0, values), num_variance_estimate)
+  z = _encode(encode_fn, fn(k_var, jnp.int32(0), values),
+              num_variance_estimate)
   validation.check_finite("encode_fn(observations)", z, run_axis=0)
   global_var = jnp.var(z, axis=1, ddof=1)                    # [R, d]
   active = jnp.sqrt(global_var) >= prune_threshold

@@ -81,10 +81,10 @@ def sap(z, factors, *, key=None, continuous_factors: bool = False,
 
   Examples:
     >>> import numpy as np
-    >>> u = np.random.default_rng(0).integers(0, 4, (900, 2))
+    >>> u = np.random.default_rng(0).integers(0, 2, (900, 2))
     >>> z = np.concatenate([u, np.zeros((900, 1))], 1).astype(np.float32)
-    >>> sap(z, u)["sap"] > 0.6
-    True
+    >>> round(sap(z, u)["sap"], 1)  # accuracy 1 vs chance 0.5
+    0.5
   """
   zr, batched = inputs.as_runs("z", z)
   r, n, d = zr.shape
