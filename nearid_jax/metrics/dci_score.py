@@ -112,7 +112,6 @@ def fit_l1_logistic(x, y, class_mask, l1: float, num_iters: int):
 def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
   x_tr, mean, std = inputs.standardize(z_tr)
   x_te, _, _ = inputs.standardize(z_te, mean, std)
-  masks = inputs.class_mask(num_classes)
 
   def per_factor(ytr, yte, cmask):
     w, b = fit_l1_logistic(x_tr, ytr, cmask, l1, num_iters)
@@ -121,8 +120,8 @@ def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
         linear_models.logistic_logits(x, w, b, cmask), axis=-1)
     return (imp, jnp.mean(pred(x_tr) == ytr), jnp.mean(pred(x_te) == yte))
 
-  imp, acc_tr, acc_te = jax.vmap(per_factor, in_axes=(1, 1, 0))(
-      y_tr, y_te, masks)
+  imp, acc_tr, acc_te = inputs.map_factors(per_factor, (y_tr, y_te),
+                                           num_classes)
   out = scores_from_importance(imp.T)
   out["informativeness_train"] = jnp.mean(acc_tr)
   out["informativeness_test"] = jnp.mean(acc_te)

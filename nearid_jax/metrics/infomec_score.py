@@ -77,21 +77,18 @@ def _infomec_run(z, noise, labels, num_classes, n_neighbors, max_iter):
   infoc = _ratio_score(pruned, 1, num_active, jnp.ones((k,), bool))
 
   zs, _, _ = inputs.standardize(z)
-  mask = inputs.class_mask(num_classes)
-  c_k = jnp.asarray(num_classes, jnp.float32)
 
-  def explicitness(y, cmask, ck):
+  def explicitness(y, cmask):
     sw = linear_models.balanced_weights(y, cmask)
     w, b = linear_models.fit_logistic(zs, y, cmask, sw, l2=0.0,
                                       max_iter=max_iter)
     logp = jax.nn.log_softmax(
         linear_models.logistic_logits(zs, w, b, cmask), axis=-1)
     ll = -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=-1))
-    h_null = jnp.log(ck)
+    h_null = jnp.log(jnp.sum(cmask).astype(jnp.float32))
     return (h_null - ll) / h_null
 
-  infoe = jnp.mean(jax.vmap(explicitness, in_axes=(1, 0, 0))(labels, mask,
-                                                            c_k))
+  infoe = jnp.mean(inputs.map_factors(explicitness, (labels,), num_classes))
   return {"infom": infom, "infoe": infoe, "infoc": infoc,
           "num_active": num_active}
 

@@ -303,6 +303,49 @@ def class_mask(num_classes: tuple[int, ...]) -> jax.Array:
   return jnp.arange(c_max)[None, :] < jnp.asarray(num_classes)[:, None]
 
 
+def class_groups(num_classes: tuple[int, ...], multiple: int = 8
+                 ) -> tuple[tuple[tuple[int, ...], int], ...]:
+  """Groups factors whose class counts round up to the same multiple.
+
+  Classifiers for several factors run batched with padded class slots; padding
+  every factor to the largest count (e.g. 3 -> 40 for dSprites) would double
+  the work, so factors are padded only to the next multiple of `multiple`
+  and batched per group.
+
+  Returns:
+    ((factor indices, padded class count), ...), static.
+  """
+  groups: dict[int, list[int]] = {}
+  for k, c in enumerate(num_classes):
+    groups.setdefault(-(-c // multiple) * multiple, []).append(k)
+  return tuple((tuple(ks), width) for width, ks in sorted(groups.items()))
+
+
+def map_factors(fn, labels: tuple, num_classes: tuple[int, ...]):
+  """Applies fn(y_1, ..., y_m, class_mask) to every factor, group-batched.
+
+  Args:
+    fn: per-factor function of m label vectors [n_i] and a class mask [C];
+      returns a pytree of arrays.
+    labels: tuple of m [n_i, K] int label arrays (e.g. fit and score).
+    num_classes: K static class counts.
+
+  Returns:
+    The pytree with a leading K axis, in factor order.
+  """
+  outs, order = [], []
+  for ks, width in class_groups(num_classes):
+    idx = np.asarray(ks)
+    mask = jnp.arange(width)[None, :] < jnp.asarray(
+        [num_classes[k] for k in ks])[:, None]
+    ys = tuple(lab[:, idx] for lab in labels)
+    outs.append(jax.vmap(fn, in_axes=(1,) * len(ys) + (0,))(*ys, mask))
+    order.extend(ks)
+  inverse = np.argsort(np.asarray(order))
+  return jax.tree.map(
+      lambda *a: jnp.concatenate(a, axis=0)[inverse], *outs)
+
+
 def standardize(z: jax.Array, mean=None, std=None):
   """Per-column standardisation over rows (axis -2); zero std -> 1.
 

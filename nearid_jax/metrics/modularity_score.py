@@ -43,7 +43,6 @@ def _run(z_tr, z_te, y_tr, y_te, num_classes, num_bins, max_iter):
   modularity = modularity_from_mi(mi)
   x_tr, mean, std = inputs.standardize(z_tr)
   x_te, _, _ = inputs.standardize(z_te, mean, std)
-  masks = inputs.class_mask(num_classes)
   n_tr = z_tr.shape[0]
 
   def per_factor(ytr, yte, cmask):
@@ -54,7 +53,7 @@ def _run(z_tr, z_te, y_tr, y_te, num_classes, num_bins, max_iter):
     return (linear_models.roc_auc_macro(p_tr, ytr, cmask),
             linear_models.roc_auc_macro(p_te, yte, cmask))
 
-  auc_tr, auc_te = jax.vmap(per_factor, in_axes=(1, 1, 0))(y_tr, y_te, masks)
+  auc_tr, auc_te = inputs.map_factors(per_factor, (y_tr, y_te), num_classes)
   return {"modularity": modularity, "explicitness_train": jnp.mean(auc_tr),
           "explicitness_test": jnp.mean(auc_te)}
 

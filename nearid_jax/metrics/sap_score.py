@@ -32,10 +32,12 @@ def _gap(score):
 
 
 def _run_discrete(z_tr, z_te, y_tr, y_te, num_classes):
-  masks = inputs.class_mask(num_classes)
-  per_factor = jax.vmap(_svc_accuracy, in_axes=(None, 1, None, 1, 0))
-  score = jax.vmap(per_factor, in_axes=(1, None, 1, None, None))(
-      z_tr, y_tr, z_te, y_te, masks)                      # [d, K]
+  def per_latent(x_tr, x_te):
+    return inputs.map_factors(
+        lambda a, b, m: _svc_accuracy(x_tr, a, x_te, b, m), (y_tr, y_te),
+        num_classes)                                      # [K]
+
+  score = jax.vmap(per_latent, in_axes=(1, 1))(z_tr, z_te)  # [d, K]
   return {"sap": _gap(score)}
 
 
