@@ -350,7 +350,7 @@ def test_structural_epsilon_to_the_factors():
       np.float32) for _ in range(2)] + [
           (u[:, [2, 0, 1]] * [-3, 1, 2]).astype(np.float32)])
   res = align.structural(zs, u, ("perm", "rigid", "linear", "ica"),
-                         key=KEY, with_metrics=False)
+                         key=KEY)
   eps = {k: np.asarray(v["mean"]) for k, v in res["epsilon"].items()}
   assert (eps["linear"] < 1e-5).all()
   # ICA estimates u from 300 fit rows: a statistical error of O(1/sqrt(n)).
@@ -361,6 +361,13 @@ def test_structural_epsilon_to_the_factors():
   # scale, perm cannot fit it exactly (a scale test is in
   # test_perm_attains_scipy_assignment_optimum).
   assert eps["perm"][2] > 0.01 and eps["linear"][2] < 1e-5
+  # MCC (nearid_jax.metrics): run 2 is disentangled already, runs 0-1 only
+  # after ICA; all are affine functions of u.
+  np.testing.assert_allclose(res["mcc_raw"][2], 1.0, atol=1e-5)
+  assert (res["mcc_raw"][:2] < 0.97).all()
+  assert (res["mcc_ica"] > 0.98).all()
+  assert (res["mcc_ica_spearman"] > 0.97).all()
+  np.testing.assert_allclose(res["r2"], 1.0, atol=1e-4)
 
 
 def test_decoder_bi_lipschitz_closed_form():
