@@ -55,10 +55,11 @@ covariances, so `pairwise_epsilon` computes per run (once) the centred fit
 and evaluation rows, the covariance and its eigenvectors, the diameter and
 the ICA, and per pair only the cross-covariance [d, d], the maps and the
 residuals. Pairs are processed in chunks (`pair_chunk`, by default sized to
-about 64 MiB of intermediates on CPU and 4 GiB on accelerators), so memory
+about 64 MiB of intermediates on CPU and 2 GiB on accelerators), so memory
 beyond the two row copies is the cross-covariances (R² d² floats) and one
-chunk's residuals (chunk · K · n_eval · d floats). R = 64, n = 10⁵, d = 256 needs about 16 GiB
-in all, including the input (see benchmarks/align.py --memory).
+chunk's residuals (chunk · K · n_eval · d floats). R = 64, n = 10⁵,
+d = 256 (float32) needs about 19 GiB at its peak, including the 6 GiB input
+(`python -m benchmarks.align --memory` prints the compiled plan).
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -104,7 +105,7 @@ _HIGHEST = lax.Precision.HIGHEST
 # in cache (one large pair at a time was 2x faster than 30 at once);
 # accelerators want large batches.
 _CPU_BUDGET = 64 << 20
-_ACCEL_BUDGET = 4 << 30
+_ACCEL_BUDGET = 2 << 30
 
 
 def _mm(a, b):
@@ -738,7 +739,7 @@ def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
       max_iter=400, tol=1e-4).
     diameter_rows: rows over whose pairs "max" is exact (subsample beyond).
     pair_chunk: pairs per chunk; None sizes chunks to ~64 MiB (CPU) or
-      ~4 GiB (accelerators) of intermediates.
+      ~2 GiB (accelerators) of intermediates per phase.
 
   Returns:
     A `PairwiseEpsilon`; `res["rigid"]["mean"]` is the [R, R] matrix.
@@ -976,7 +977,7 @@ def ica_efficiency(perm, rigid, ica):
     An array of that shape.
 
   Examples:
-    >>> float(ica_efficiency(0.2, 0.1, 0.125))
+    >>> round(float(ica_efficiency(0.2, 0.1, 0.125)), 6)
     0.75
   """
   perm, rigid, ica = (np.asarray(a, np.float64) for a in (perm, rigid, ica))
