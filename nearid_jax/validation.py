@@ -22,7 +22,7 @@ def is_concrete(x) -> bool:
 def check_float(name: str, x) -> None:
   """Raises TypeError unless `x` has a floating dtype."""
   # Not getattr(x, "dtype", np.asarray(x).dtype): the default would be
-  # evaluated, and a tracer cannot become a numpy array.
+  # evaluated eagerly, which fails on tracers.
   dtype = np.dtype(x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype)
   if not np.issubdtype(dtype, np.floating):
     raise TypeError(

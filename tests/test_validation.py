@@ -32,3 +32,15 @@ def test_check_float_rejects_integer_dtype():
 def test_check_ndim():
   with pytest.raises(ValueError, match=r"2-D or 3-D.*\(4,\)"):
     validation.check_ndim("x", np.ones(4), (2, 3))
+
+
+def test_check_float_works_on_tracers():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  def f(x):
+    validation.check_float("x", x)
+    return x
+  jax.jit(f)(jnp.ones(3))
+  with pytest.raises(TypeError, match="int32"):
+    jax.jit(f)(jnp.ones(3, jnp.int32))
