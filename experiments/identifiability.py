@@ -25,7 +25,8 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; rerun with the same one to resume.")
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Start training over and replace an existing report.")
+    "overwrite", False, "Replace an existing report of other settings (and "
+    "start training over if the training config changed).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

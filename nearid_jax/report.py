@@ -171,8 +171,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     config: see `default_config`.
     workdir: output directory; training goes to workdir/train unless
       `config.train_workdir` names an existing one.
-    overwrite: passed to the trainer (start training over), and allows a
-      report of different settings to replace an existing one.
+    overwrite: allow a report of different settings to replace an existing
+      one; training starts over only if its own config changed (otherwise
+      it resumes).
 
   Returns:
     The content of report.json.
@@ -190,7 +191,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     train_dir = config.train_workdir
   else:
     train_dir = os.path.join(workdir, "train")
-    train.run(config.train, train_dir, overwrite=overwrite)
+    train.run(config.train, train_dir,
+              overwrite=overwrite and _train_config_changed(config.train,
+                                                            train_dir))
   timing["train"] = time.time() - t0
   reps = load_representations(os.path.join(train_dir, "representations.npz"),
                               config.layer)
@@ -253,6 +256,17 @@ def _check_previous(config, workdir, overwrite):
     raise ValueError(
         f"--workdir {workdir!r} holds a report of different settings "
         f"(differing: {diffs}). Use a new --workdir, or pass --overwrite.")
+
+
+def _train_config_changed(train_config, train_dir) -> bool:
+  """True when train_dir holds a training run of another config."""
+  path = os.path.join(train_dir, "config.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    old = json.load(f)
+  # The trainer's own comparison (which ignores logging-only fields).
+  return bool(train._config_diff(old, train._normalise(train_config.to_dict())))  # pylint: disable=protected-access
 
 
 def _run_names(train_dir, reps) -> list[str]:

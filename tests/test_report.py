@@ -96,6 +96,8 @@ def test_existing_workdir_diverged_runs_and_bad_files(done, tmp_path):
   config.threshold = 0.1
   with pytest.raises(ValueError, match=r"different settings.*threshold"):
     report.run(config, str(tmp_path / "report"))
+  assert report.run(config, str(tmp_path / "report"),
+                    overwrite=True)["threshold"] == 0.1
   # A representation file with unexpected keys.
   data["z_latent"] = data.pop("z/latent")
   np.savez(train_dir / "representations.npz", **data)
