@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 demo: $(VENV)/.installed
-	$(BIN)/python -m experiments.train --config=experiments/configs/synthetic_ae.py --workdir=$(DEMO_DIR)
+	$(BIN)/python -m experiments.identifiability --config=experiments/configs/identifiability.py --workdir=$(DEMO_DIR)
 
 # pytest exits 5 when it collects no tests; make treats any non-zero exit as failure.
 test: $(VENV)/.installed-test

@@ -1,0 +1,119 @@
+"""The main job end to end on a small config: files, keys and the science."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from experiments.configs import identifiability as id_config
+from nearid_jax import report
+
+KINDS = ("perm", "rigid", "linear", "ica")
+
+
+def small_config():
+  config = id_config.get_config("smoke")  # 3 AE runs, 300 steps
+  config.train.progress = False
+  # Sharding is the trainer's tests' business; one device compiles faster.
+  config.train.num_devices = 1
+  return config
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("identifiability"))
+  config = small_config()
+  return config, workdir, report.run(config, workdir)
+
+
+def test_report_files_and_keys(done):
+  _, workdir, rep = done
+  for name in ("report.json", "report.md", "epsilon_heatmaps.png",
+               "epsilon_by_class.png", "mcc.png",
+               "epsilon_vs_bilipschitz.png", "train/representations.npz"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "report.json")) as f:
+    on_disk = json.load(f)
+  assert on_disk["epsilon"] == rep["epsilon"]
+  for key in ("epsilon", "ica_efficiency", "structural", "bi_lipschitz",
+              "config"):
+    assert key in on_disk
+  r = 3
+  for kind in KINDS:
+    for stat in ("mean", "max", "q99"):
+      m = np.array(on_disk["epsilon"][kind][stat], float)
+      assert m.shape == (r, r) and np.all(np.diag(m) == 0)
+      assert np.all(m[~np.eye(r, dtype=bool)] > 0)
+  assert np.array(on_disk["ica_efficiency"]["matrix"], float).shape == (r, r)
+  s = on_disk["structural"]
+  for key in ("mcc_raw", "mcc_ica", "r2"):
+    assert len(s[key]) == r and all(0 <= v <= 1 for v in s[key])
+  assert set(s["epsilon"]) == set(KINDS)
+  bl = on_disk["bi_lipschitz"]
+  assert len(bl["one_plus_l"]) == r and all(v >= 1 for v in bl["one_plus_l"])
+  assert bl["data_bound"] == 2.0  # slope 0.5, two layers
+  assert on_disk["config"]["train"]["num_seeds"] == 3
+  md = open(os.path.join(workdir, "report.md")).read()
+  assert "| ε | perm | rigid | linear | ICA (eff.) |" in md
+  assert "## Verdict" in md and "near-identifiable up to" in md
+
+
+def test_expected_science_on_the_synthetic_autoencoder(done):
+  _, _, rep = done
+  mean = {k: rep["pairs"][k]["mean"]["mean"] for k in KINDS}
+  assert mean["linear"] < mean["rigid"] < mean["perm"], mean
+  assert mean["ica"] < 0.6 * mean["perm"], mean
+  mcc_raw = np.mean(rep["structural"]["mcc_raw"])
+  mcc_ica = np.mean(rep["structural"]["mcc_ica"])
+  assert mcc_ica > mcc_raw + 0.1, (mcc_raw, mcc_ica)
+  assert mcc_ica > 0.9
+  assert rep["verdict"]["statistical"] in ("rigid", "linear")
+
+
+def test_existing_workdir_diverged_runs_and_bad_files(done, tmp_path):
+  config, workdir, rep = done
+  # A training workdir from elsewhere, with run 1 marked diverged and no
+  # checkpoints (so no decoder to differentiate).
+  train_dir = tmp_path / "train"
+  train_dir.mkdir()
+  with np.load(os.path.join(workdir, "train", "representations.npz")) as f:
+    data = {k: f[k] for k in f.files}
+  data["valid"] = np.array([True, False, True])
+  np.savez(train_dir / "representations.npz", **data)
+  shutil.copy(os.path.join(workdir, "train", "final.json"), train_dir)
+  config.train_workdir = str(train_dir)
+  out = report.run(config, str(tmp_path / "report"))
+  m = out["epsilon"]["rigid"]["mean"]
+  assert m[1] == [None] * 3 and m[0][1] is None and m[0][2] is not None
+  np.testing.assert_allclose(m[0][2], rep["epsilon"]["rigid"]["mean"][0][2],
+                             rtol=1e-5)  # same split, same rows
+  assert out["structural"]["mcc_raw"][1] is None
+  assert out["bi_lipschitz"]["note"].startswith("not computed")
+  assert "Diverged runs, left out: seed1" in open(
+      tmp_path / "report" / "report.md").read()
+  # Different settings into the same report workdir need --overwrite.
+  config.threshold = 0.1
+  with pytest.raises(ValueError, match=r"different settings.*threshold"):
+    report.run(config, str(tmp_path / "report"))
+  assert report.run(config, str(tmp_path / "report"),
+                    overwrite=True)["threshold"] == 0.1
+  # A representation file with unexpected keys.
+  data["z_latent"] = data.pop("z/latent")
+  np.savez(train_dir / "representations.npz", **data)
+  with pytest.raises(ValueError, match=r"unexpected key\(s\) \['z_latent'\]"
+                     r".*missing key\(s\) \['z/latent'\].*found \["):
+    report.load_representations(str(train_dir / "representations.npz"),
+                                "latent")
+
+
+def test_invalid_config_fails_before_training(tmp_path):
+  config = small_config()
+  config.kinds = ("perm", "affine")
+  with pytest.raises(ValueError, match=r"config.kinds: unknown kind"):
+    report.run(config, str(tmp_path))
+  config = small_config()
+  config.layer = "enc_0"
+  with pytest.raises(ValueError, match=r"config.layer: 'enc_0' is not among"):
+    report.run(config, str(tmp_path))
+  assert not os.path.exists(tmp_path / "train")
