@@ -260,13 +260,7 @@ def _check_previous(config, workdir, overwrite):
 
 def _train_config_changed(train_config, train_dir) -> bool:
   """True when train_dir holds a training run of another config."""
-  path = os.path.join(train_dir, "config.json")
-  if not os.path.exists(path):
-    return False
-  with open(path) as f:
-    old = json.load(f)
-  # The trainer's own comparison (which ignores logging-only fields).
-  return bool(train._config_diff(old, train._normalise(train_config.to_dict())))  # pylint: disable=protected-access
+  return bool(train.workdir_config_diff(train_dir, train_config))
 
 
 def _run_names(train_dir, reps) -> list[str]:

@@ -535,6 +535,22 @@ def _normalise(v):
   return json.loads(json.dumps(v))  # tuples vs lists
 
 
+def workdir_config_diff(workdir: str,
+                        config: ml_collections.ConfigDict) -> list[str]:
+  """Fields ("a.b: old -> new") in which `workdir`'s run differs from `config`.
+
+  Fields that do not change results (logging, progress, devices) are
+  ignored; an empty list means the workdir can be resumed with `config`
+  (or holds no run yet).
+  """
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = json.load(f)
+  return _config_diff(old, _normalise(config.to_dict()))
+
+
 def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   """Checks the workdir is writable and holds nothing of another config."""
   try:
@@ -556,9 +572,7 @@ def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
         os.remove(p)
     return
   if os.path.exists(cfg_path):
-    with open(cfg_path) as f:
-      old = json.load(f)
-    diffs = _config_diff(old, _normalise(config.to_dict()))
+    diffs = workdir_config_diff(workdir, config)
     if diffs:
       raise ValueError(
           f"--workdir {workdir!r} holds a run of a different config "
