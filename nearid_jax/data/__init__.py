@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ml_collections
 
+from nearid_jax.data import images
 from nearid_jax.data import synthetic
 
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "images")
 
 
 def build_data(config: ml_collections.ConfigDict):
@@ -24,6 +25,8 @@ def build_data(config: ml_collections.ConfigDict):
   """
   if config.name == "synthetic":
     return synthetic.make_process(config)
+  if config.name == "images":
+    return images.make_images(config)
   raise ValueError(f"config.data.name: unknown dataset {config.name!r}; "
                    f"known datasets: {DATASETS}.")
 
@@ -32,5 +35,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the data config without building anything (no compiles)."""
   if config.name == "synthetic":
     synthetic.validate_config(config)
+    return
+  if config.name == "images":
+    images.validate_config(config)
     return
   build_data(config)  # raises the unknown-name error

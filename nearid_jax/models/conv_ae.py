@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nearid_jax.models import initializers
+
 # The published encoder (configs/encoder_partial/image.yaml of Hsu et al.):
 # four groups of (3x3 s1, 3x3 s1, 4x4 s2) with widths 32 -> 256, and the
 # mirror-image decoder.
@@ -93,7 +95,8 @@ class ConvBlock(nn.Module):
     # Padding 1 as in the published blocks: 3x3/s1 keeps the side, 4x4/s2
     # halves it exactly.
     x = nn.Conv(self.features, (self.kernel,) * 2, (self.stride,) * 2,
-                padding=((1, 1), (1, 1)), use_bias=False, name="conv")(x)
+                padding=((1, 1), (1, 1)), use_bias=False,
+                kernel_init=initializers.lecun_normal_flat, name="conv")(x)
     x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-6,
                      name="norm")(x)
     return jax.nn.leaky_relu(x, self.negative_slope)
@@ -113,7 +116,9 @@ class StyleBlock(nn.Module):
     pad = self.kernel - 2
     x = nn.ConvTranspose(self.features, (self.kernel,) * 2,
                          (self.stride,) * 2, padding=((pad, pad),) * 2,
-                         use_bias=False, name="conv")(x)
+                         use_bias=False,
+                         kernel_init=initializers.lecun_normal_flat,
+                         name="conv")(x)
     x = jax.nn.leaky_relu(x, self.negative_slope)
     x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-6,
                      use_scale=False, use_bias=False)(x)
@@ -221,7 +226,8 @@ class StyleDecoder(nn.Module):
       h = reps[f"dec_{i}"] = StyleBlock(c, k, s, self.negative_slope,
                                         name=f"dec_{i}")(h, w)
     out = nn.Conv(self.obs_shape[-1], (3, 3), padding=((1, 1), (1, 1)),
-                  use_bias=False, name="output")(h)
+                  use_bias=False, kernel_init=initializers.lecun_normal_flat,
+                  name="output")(h)
     reps["output"] = out
     return out, reps
 

@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nearid_jax.models import initializers
+
 # (width, depth, heads, decoder width, decoder depth, decoder heads, patch).
 # ViT-S/16 and ViT-B/16 encoders as in Dosovitskiy et al.; the B decoder is
 # MAE's default (512 wide, 8 blocks); the S decoder halves it.
@@ -71,9 +73,11 @@ def default_config(size: str = "tiny") -> ml_collections.ConfigDict:
 def sincos_2d(height: int, width: int, dim: int) -> np.ndarray:
   """Fixed 2-D sin-cos positions, [height * width, dim] (row-major grid).
 
-  Half of the channels encode the row, half the column; each half is
-  [sin(pos * ω_k), cos(pos * ω_k)] with ω_k = 10000^(-k / (dim / 4)), as in
-  the MAE reference code.
+  As in the MAE reference code: the first half of the channels encodes the
+  column, the second half the row, each as [sin(pos · ω_k), cos(pos · ω_k)]
+  with ω_k = 10000^(-k / (dim / 4)), k = 0 … dim/4 - 1. Inner products then
+  depend on offsets only: <e(p), e(q)> = Σ_k cos((c_p - c_q) ω_k) +
+  cos((r_p - r_q) ω_k).
 
   Raises:
     ValueError: when dim is not a multiple of 4.
@@ -88,7 +92,7 @@ def sincos_2d(height: int, width: int, dim: int) -> np.ndarray:
     angles = pos.reshape(-1)[:, None] * omega[None, :]
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
 
-  return np.concatenate([embed(rows), embed(cols)], axis=1).astype(np.float32)
+  return np.concatenate([embed(cols), embed(rows)], axis=1).astype(np.float32)
 
 
 def patchify(x: jax.Array, patch: int) -> jax.Array:
@@ -190,12 +194,13 @@ class ViTMAE(nn.Module):
     t, p = self.num_patches, self.patch_size
     reps = {}
     tokens = nn.Conv(self.width, (p, p), (p, p), padding="VALID",
+                     kernel_init=initializers.lecun_normal_flat,
                      name="patch_embed")(x).reshape(n, t, self.width)
     tokens = tokens + jnp.asarray(sincos_2d(*self.grid, self.width))
     if visible is not None:
       tokens = jnp.take_along_axis(tokens, visible[..., None], axis=1)
     reps["patch_embed"] = tokens
-    cls = self.param("cls_token", nn.initializers.normal(0.02),
+    cls = self.param("cls_token", initializers.normal_flat(0.02),
                      (1, 1, self.width))
     h = jnp.concatenate([jnp.broadcast_to(cls, (n, 1, self.width)), tokens],
                         axis=1)
@@ -213,7 +218,7 @@ class ViTMAE(nn.Module):
   def _decode(self, h: jax.Array, visible: jax.Array | None) -> jax.Array:
     n, t, dw = h.shape[0], self.num_patches, self.decoder_width
     h = nn.Dense(dw, name="decoder_embed")(h)
-    mask_token = self.param("mask_token", nn.initializers.normal(0.02),
+    mask_token = self.param("mask_token", initializers.normal_flat(0.02),
                             (1, 1, dw))
     if visible is None:
       patches = h[:, 1:]
