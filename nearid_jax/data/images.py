@@ -225,7 +225,9 @@ class ImageData:
     new = jnp.where(new >= sizes[which], cur - 1, new)
     new = jnp.where(new < 0, jnp.minimum(cur + 1, sizes[which] - 1), new)
     moved = idx.at[jnp.arange(n), which].set(new)
-    return self.dataset.render(moved, k_render)
+    # The traced renderer hook: the public `render` validates its input on
+    # the host (ground_truth.check_int converts tracers to numpy).
+    return self.dataset._images_for(moved, k_render)  # pylint: disable=protected-access
 
   def eval_set(self) -> dict[str, np.ndarray]:
     """The fixed held-out set (same for every run and call), host arrays."""
