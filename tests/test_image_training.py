@@ -81,22 +81,40 @@ def test_positive_partners_differ_in_exactly_one_factor():
 
 
 def test_stored_digits_use_the_same_interface():
-  data = images.ImageData(_data_config(source="stored", dataset="digits",
-                                       label_factor="digit", image_size=0))
+  data = images.ImageData(_data_config(dataset="digits", label_factor="digit",
+                                       image_size=0))
   batch = data.sample(jax.random.key(0), 5)
   assert batch["x"].shape == (5, 8, 8, 1)
   assert data.spec["num_classes"] == 10 and data.spec["num_examples"] == 1797
   np.testing.assert_array_equal(batch["label"], batch["u"][:, 0])
 
 
+def test_prepared_tfds_data_use_the_same_interface(tmp_path):
+  from nearid_jax.data import builders  # pylint: disable=g-import-not-at-top
+  from nearid_jax.data import procedural  # pylint: disable=g-import-not-at-top
+  builders.materialize(procedural.DSprites(), str(tmp_path), num_examples=24,
+                       key=jax.random.key(0))
+  config = _data_config(dataset="tfds/procedural_dsprites",
+                        data_dir=str(tmp_path), eval_size=8)
+  data = images.ImageData(config)
+  assert data.spec["obs_shape"] == (16, 16, 1)
+  assert data.spec["num_examples"] == 24  # distinct stored rows
+  batch = data.sample(jax.random.key(1), 5)
+  assert batch["x"].shape == (5, 16, 16, 1)
+  np.testing.assert_array_equal(batch["label"],
+                                np.asarray(batch["u"][:, 0]) - 1)
+  with pytest.raises(Exception, match="prepare|not prepared|no prepared"):
+    images.validate_config(_data_config(dataset="tfds/mpi3d",
+                                        data_dir=str(tmp_path / "none")))
+
+
 @pytest.mark.parametrize("overrides,match", [
-    (dict(dataset="mnist"), "data.dataset"),
-    (dict(source="web"), "data.source"),
+    (dict(dataset="mnist"), "data.dataset.*tfds/"),
     (dict(label_factor="colour"), "data.label_factor"),
     (dict(image_size=24), "data.image_size"),
-    (dict(correlated_pairs=("shape-scale",)), "data.correlated_pairs"),
-    (dict(source="stored", dataset="digits", label_factor="digit",
-          image_size=0, positive_pairs=True), "data.positive_pairs"),
+    (dict(eval_size=1), "data.eval_size"),
+    (dict(dataset="digits", label_factor="digit", image_size=0,
+          positive_pairs=True), "data.positive_pairs"),
 ])
 def test_invalid_image_configs_name_the_field(overrides, match):
   with pytest.raises(ValueError, match=match):

@@ -157,6 +157,21 @@ def test_patchify_round_trip_and_patch_content():
   np.testing.assert_array_equal(vit.unpatchify(p, 4, 8, 12), x)
 
 
+@pytest.mark.parametrize("kernel,stride", [(4, 2), (3, 1)])
+def test_transposed_conv_is_the_gradient_of_a_strided_conv(kernel, stride):
+  # The definition: a transposed conv is the VJP of the conv it transposes.
+  rng = np.random.default_rng(0)
+  pad = (kernel - stride) // 2
+  x = jnp.asarray(rng.normal(size=(2, 5, 6, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
+  conv = lambda y: jax.lax.conv_general_dilated(
+      y, jnp.swapaxes(w, 2, 3), (stride,) * 2, ((pad, pad),) * 2,
+      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  _, vjp = jax.vjp(conv, jnp.zeros((2, 5 * stride, 6 * stride, 4)))
+  np.testing.assert_allclose(conv_ae.conv_transpose(x, w, stride, pad),
+                             vjp(x)[0], atol=1e-5)
+
+
 def test_gaussian_kl_matches_numerical_integration():
   mean = np.array([[0.3, -1.2]])
   sigma = np.array([[0.5, 1.7]])

@@ -6,7 +6,8 @@ conventions (latents = 2 x #factors, AdamW at 1e-3, global-norm clipping
 1.0, batch 128, 200k steps, 10,000 evaluation images; Hsu et al. 2023).
 
 Procedural datasets (dsprites, color_dsprites, noisy_dsprites, shapes3d,
-cells) are rendered on device; mpi3d, falcor3d and isaac3d are read from
+cells, and the correlated-factor variants dsprites_correlated,
+shapes3d_correlated) are rendered on device; mpi3d, falcor3d and isaac3d are read from
 TFDS data prepared with `python -m nearid_jax.data.builders` (the error
 message says how when they are missing).
 """
@@ -16,11 +17,13 @@ from nearid_jax import train
 from nearid_jax.data import images
 
 NUM_FACTORS = {"dsprites": 5, "color_dsprites": 5, "noisy_dsprites": 5,
-               "shapes3d": 6, "cells": 5, "mpi3d": 7, "falcor3d": 7,
-               "isaac3d": 9}
+               "dsprites_correlated": 5, "shapes3d": 6,
+               "shapes3d_correlated": 6, "cells": 5, "mpi3d": 7,
+               "falcor3d": 7, "isaac3d": 9}
 # The factor used as the label (classifiers; "label" in representations.npz).
 LABEL_FACTOR = {"dsprites": "shape", "color_dsprites": "shape",
-                "noisy_dsprites": "shape", "shapes3d": "shape",
+                "noisy_dsprites": "shape", "dsprites_correlated": "shape",
+                "shapes3d": "shape", "shapes3d_correlated": "shape",
                 "cells": "gene", "mpi3d": "object_shape",
                 "falcor3d": "lighting_intensity", "isaac3d": "object_shape"}
 TFDS = ("mpi3d", "falcor3d", "isaac3d")
@@ -56,9 +59,8 @@ def base_config(dataset: str, smoke: bool):
   """
   c = train.default_config()
   c.data = images.default_config()
-  c.data.dataset = dataset
+  c.data.dataset = ("tfds/" + dataset) if dataset in TFDS else dataset
   c.data.label_factor = LABEL_FACTOR[dataset]
-  c.data.source = "tfds" if dataset in TFDS else "procedural"
   c.data.eval_size = 10_000
   c.num_seeds = 8
   c.num_steps = 200_000

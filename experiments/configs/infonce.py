@@ -23,7 +23,7 @@ from experiments.configs import image_base
 from nearid_jax.models import conv_ae
 
 PROCEDURAL = ("dsprites", "color_dsprites", "noisy_dsprites", "shapes3d",
-              "cells")
+              "cells", "dsprites_correlated", "shapes3d_correlated")
 
 
 def get_config(arg: str | None = None):

@@ -11,8 +11,15 @@ from __future__ import annotations
 
 import ml_collections
 
+from nearid_jax.data import cells
+from nearid_jax.data import embeddings
+from nearid_jax.data import errors
+from nearid_jax.data import ground_truth
 from nearid_jax.data import images
+from nearid_jax.data import procedural
+from nearid_jax.data import registry
 from nearid_jax.data import synthetic
+from nearid_jax.data import tfds_sources
 
 DATASETS = ("synthetic", "images")
 

@@ -188,7 +188,8 @@ class CellPainting(ground_truth.GroundTruthDataset):
     idx = jnp.round(values).astype(jnp.int32)
     return self._render_well(idx, key)
 
-  def _render_well(self, idx: jax.Array, key: jax.Array) -> jax.Array:
+  def _render_well(self, idx: jax.Array, key: jax.Array,
+                   with_features: bool = False):
     n, size = self.cells_per_image, self.image_size
     k_pos, k_var, k_ang, k_tex, k_noise = jax.random.split(key, 5)
     z = (jnp.asarray(self.gene_effects)[idx[0]]
@@ -209,7 +210,34 @@ class CellPainting(ground_truth.GroundTruthDataset):
     img = img * vignette[..., None] * t["gain"] + t["offset"] + t[
         "background"]
     img = img + 0.01 * jax.random.normal(k_noise, img.shape)
-    return jnp.clip(img, 0.0, 1.0)
+    img = jnp.clip(img, 0.0, 1.0)
+    return (img, z) if with_features else img
+
+  def simulate(self, key: jax.Array, factor_indices) -> dict[str, jax.Array]:
+    """Wells with every true factor: images, cell features, technique.
+
+    Jittable for traced indices of a static shape.
+
+    Args:
+      key: PRNG key for the cells (as `render`'s).
+      factor_indices: [n, 5] int wells (e.g. from `design` or `sample`).
+
+    Returns:
+      dict with images [n, H, W, 5]; cell_features [n, cells, F] (the
+      z-scores each cell was drawn with: gene effect + cell variation);
+      well_features [n, F] (their mean); gene_effect [n, F]; and the
+      technical factors of `technical_factors` as [n, ...] arrays.
+    """
+    self.check_indices(factor_indices)
+    idx = jnp.asarray(factor_indices, jnp.int32)
+    keys = jax.random.split(key, idx.shape[0])
+    images, z = jax.vmap(lambda i, k: self._render_well(i, k, True))(idx,
+                                                                     keys)
+    out = {"images": images, "cell_features": z,
+           "well_features": z.mean(1),
+           "gene_effect": jnp.asarray(self.gene_effects)[idx[:, 0]]}
+    out.update(self._tech(idx))
+    return out
 
   # ---- host-side helpers -------------------------------------------------------
 

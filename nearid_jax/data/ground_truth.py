@@ -47,15 +47,16 @@ Triple = tuple[jax.Array, jax.Array, jax.Array]
 _MAX_MATERIALISED_GRID = 50_000_000
 
 
-def _is_int_dtype(x) -> bool:
-  dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
-  return np.issubdtype(dtype, np.integer)
+def _dtype_of(x) -> np.dtype:
+  # Not getattr(x, "dtype", np.asarray(x).dtype): the default is evaluated
+  # eagerly and fails on tracers.
+  return np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x).dtype
 
 
 def check_int(name: str, x) -> None:
-  """Raises TypeError unless `x` has an integer dtype."""
-  if not _is_int_dtype(x):
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x).dtype))
+  """Raises TypeError unless `x` has an integer dtype (tracers included)."""
+  dtype = _dtype_of(x)
+  if not np.issubdtype(dtype, np.integer):
     raise TypeError(
         f"{name} must be an integer array of factor indices, got dtype "
         f"{dtype}; pass indices (e.g. {name}.astype(np.int32)) or use "
@@ -153,6 +154,10 @@ class GroundTruthDataset(abc.ABC):
     k_idx, k_img = jax.random.split(key)
     idx = self._sample_indices_fixed(k_idx, n, factor, value)
     return self._images_for(idx, k_img), idx, self.indices_to_values(idx)
+
+  @property
+  def _kernels(self):
+    return _STATIC_KERNELS
 
   # ---- metadata ---------------------------------------------------------
 
@@ -285,7 +290,10 @@ class GroundTruthDataset(abc.ABC):
 
   def check_values(self, factor_values, name: str = "factor_values") -> None:
     """Validates dtype, shape and (when concrete) the range of the values."""
-    validation.check_float(name, factor_values)
+    if not np.issubdtype(_dtype_of(factor_values), np.floating):
+      raise TypeError(
+          f"{name} must be a floating-point array, got dtype "
+          f"{_dtype_of(factor_values)}; use render() for integer indices.")
     self._check_last_dim(name, factor_values)
     if not validation.is_concrete(factor_values):
       return
@@ -328,7 +336,8 @@ class GroundTruthDataset(abc.ABC):
     self.check_indices(factor_indices)
     if self.has_nuisance:
       _check_key(key)
-    return _render_indices(self, jnp.asarray(factor_indices, jnp.int32), key)
+    return self._kernels["render_indices"](
+        self, jnp.asarray(factor_indices, jnp.int32), key)
 
   def render_values(self, factor_values,
                     key: jax.Array | None = None) -> jax.Array:
@@ -347,7 +356,8 @@ class GroundTruthDataset(abc.ABC):
     self.check_values(factor_values)
     if self.has_nuisance:
       _check_key(key)
-    return _render_values(self, jnp.asarray(factor_values, jnp.float32), key)
+    return self._kernels["render_values"](
+        self, jnp.asarray(factor_values, jnp.float32), key)
 
   # ---- sampling ---------------------------------------------------------------
 
@@ -366,7 +376,7 @@ class GroundTruthDataset(abc.ABC):
       factor_values [n, K] float32.
     """
     _check_key(key)
-    return _sample(self, key, check_n(n))
+    return self._kernels["sample"](self, key, check_n(n))
 
   def sample_fixed(self, key: jax.Array, n: int, factor, value) -> Triple:
     """Like `sample`, with factor `factor` held at index `value` in all rows.
@@ -397,8 +407,9 @@ class GroundTruthDataset(abc.ABC):
               f"value must be an index in [0, {self.factor_sizes[factor]}) "
               f"for factor {self.factor_names[factor]!r} of {self.name}, got "
               f"{int(value)}.")
-    return _sample_fixed(self, key, n, jnp.asarray(factor, jnp.int32),
-                         jnp.asarray(value, jnp.int32))
+    return self._kernels["sample_fixed"](self, key, n,
+                                         jnp.asarray(factor, jnp.int32),
+                                         jnp.asarray(value, jnp.int32))
 
   # ---- the full grid -------------------------------------------------------------
 
@@ -473,7 +484,7 @@ class GroundTruthDataset(abc.ABC):
       # Pad to the fixed chunk size so the renderer compiles once.
       padded = np.concatenate([idx, np.repeat(idx[:1], batch_size - m, 0)])
       ck = None if key is None else jax.random.fold_in(key, c)
-      images = _images_jit(self, jnp.asarray(padded), ck)
+      images = self._kernels["images"](self, jnp.asarray(padded), ck)
       yield images[:m], jnp.asarray(idx), self.indices_to_values(
           jnp.asarray(idx))
 
@@ -488,36 +499,33 @@ def _short_grid(grid: np.ndarray) -> str:
           f"({len(grid)} values)")
 
 
-# ---- jitted kernels (the dataset object is a static, hashable argument) ----
+# ---- jitted kernels ----------------------------------------------------------
+# Each kernel body takes the dataset first. Procedural datasets are frozen
+# dataclasses and pass as a static (hashed) argument; ArrayDataset is a
+# pytree and passes as an ordinary argument, so its (large) arrays are
+# inputs of the executable rather than constants baked into it.
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _images_jit(ds: GroundTruthDataset, indices: jax.Array,
-                key: jax.Array | None) -> jax.Array:
+def _images_body(ds, indices, key):
   if key is None:
     key = jax.random.key(0)
   return ds._images_for(indices, key)  # pylint: disable=protected-access
 
 
-def _flag_invalid(ds: GroundTruthDataset, images: jax.Array,
-                  valid: jax.Array) -> jax.Array:
+def _flag_invalid(images: jax.Array, valid: jax.Array) -> jax.Array:
   shape = (-1,) + (1,) * (images.ndim - 1)
   return jnp.where(valid.reshape(shape), images, jnp.nan)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _render_indices(ds: GroundTruthDataset, indices: jax.Array,
-                    key: jax.Array | None) -> jax.Array:
+def _render_indices_body(ds, indices, key):
   lead = indices.shape[:-1]
   flat = indices.reshape(-1, ds.num_factors)
-  images = _images_jit(ds, flat, key)
-  images = _flag_invalid(ds, images, ds._valid_rows(flat))  # pylint: disable=protected-access
+  images = _images_body(ds, flat, key)
+  images = _flag_invalid(images, ds._valid_rows(flat))  # pylint: disable=protected-access
   return images.reshape(lead + images.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _render_values(ds: GroundTruthDataset, values: jax.Array,
-                   key: jax.Array | None) -> jax.Array:
+def _render_values_body(ds, values, key):
   lead = values.shape[:-1]
   flat = values.reshape(-1, ds.num_factors)
   table = jnp.asarray(ds._value_table)  # pylint: disable=protected-access
@@ -537,26 +545,40 @@ def _render_values(ds: GroundTruthDataset, values: jax.Array,
     images = jax.vmap(ds._render)(flat, keys)  # pylint: disable=protected-access
   else:
     images = jax.vmap(lambda v: ds._render(v, None))(flat)  # pylint: disable=protected-access
-  images = _flag_invalid(ds, images, valid)
+  images = _flag_invalid(images, valid)
   return images.reshape(lead + images.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _sample(ds: GroundTruthDataset, key: jax.Array, n: int) -> Triple:
+def _sample_body(ds, key, n):
   return ds._draw(key, n)  # pylint: disable=protected-access
 
 
-@functools.partial(jax.jit, static_argnums=(0, 2))
-def _sample_fixed(ds: GroundTruthDataset, key: jax.Array, n: int,
-                  factor: jax.Array, value: jax.Array) -> Triple:
+def _sample_fixed_body(ds, key, n, factor, value):
   images, idx, values = ds._draw_fixed(key, n, factor, value)  # pylint: disable=protected-access
   sizes = jnp.asarray(ds.factor_sizes)
   ok = (factor >= 0) & (factor < ds.num_factors)
   ok &= (value >= 0) & (value < sizes[jnp.clip(factor, 0, ds.num_factors - 1)])
-  images = _flag_invalid(ds, images, jnp.broadcast_to(ok, (n,)))
+  images = _flag_invalid(images, jnp.broadcast_to(ok, (n,)))
   return images, idx, values
 
 
+def _kernels(static: bool):
+  extra = (0,) if static else ()
+  return {
+      "images": jax.jit(_images_body, static_argnums=extra),
+      "render_indices": jax.jit(_render_indices_body, static_argnums=extra),
+      "render_values": jax.jit(_render_values_body, static_argnums=extra),
+      "sample": jax.jit(_sample_body, static_argnums=extra + (2,)),
+      "sample_fixed": jax.jit(_sample_fixed_body,
+                              static_argnums=extra + (2,)),
+  }
+
+
+_STATIC_KERNELS = _kernels(static=True)
+_PYTREE_KERNELS = _kernels(static=False)
+
+
+@jax.tree_util.register_pytree_node_class
 class ArrayDataset(GroundTruthDataset):
   """A stored ground-truth dataset held in (device) memory.
 
@@ -568,7 +590,11 @@ class ArrayDataset(GroundTruthDataset):
   rows cover the grid exactly once, `render` looks images up by index and
   `enumerate_grid` walks the grid.
 
-  Instances hash by identity: each one compiles its own sampler.
+  An ArrayDataset is a pytree (its arrays are the leaves). Pass it as an
+  ARGUMENT of your jitted step, `step(state, ds, key)`, rather than closing
+  over it: JAX bakes closed-over arrays into the executable as constants
+  (slow to compile, twice the memory for GB-sized image sets); arguments
+  stay device buffers. Its own `sample`/`render` do the same.
 
   Args:
     images: [N, H, W, C] uint8 (scaled by 1/255) or float array in [0, 1].
@@ -672,6 +698,33 @@ class ArrayDataset(GroundTruthDataset):
 
   def __eq__(self, other):
     return self is other
+
+  @property
+  def _kernels(self):
+    return _PYTREE_KERNELS
+
+  _AUX = ("name", "factor_names", "factor_sizes", "observation_shape",
+          "categorical", "complete_grid")
+  _LEAVES = ("_images", "_idx", "_order", "_counts", "_starts", "_row_of")
+
+  def tree_flatten(self):
+    leaves = tuple(getattr(self, k, None) for k in self._LEAVES)
+    grid = tuple(tuple(float(v) for v in g) for g in self._grid)
+    return leaves, tuple(getattr(self, k) for k in self._AUX) + (grid,)
+
+  @classmethod
+  def tree_unflatten(cls, aux, leaves):
+    obj = object.__new__(cls)
+    for k, v in zip(cls._AUX, aux[:-1]):
+      setattr(obj, k, v)
+    obj._grid = tuple(np.asarray(g, np.float32) for g in aux[-1])  # pylint: disable=protected-access
+    for k, v in zip(cls._LEAVES, leaves):
+      if v is not None:
+        setattr(obj, k, v)
+    return obj
+
+  def __len__(self) -> int:
+    return self.num_rows
 
   @property
   def num_rows(self) -> int:

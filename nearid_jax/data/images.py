@@ -17,6 +17,12 @@ step:
 Procedural images are rendered on device from the step key (infinite data;
 the eval set is just another draw). `image_size` smaller than the native
 side average-pools the images (e.g. 64 -> 32 or 16 for CPU runs).
+
+Stored sets ("digits", "tfds/<name>") are read into device memory once per
+process and sampled the same way; the trainer closes over them, so their
+arrays are constants of its compiled step: right for small sets (digits, a
+`max_examples` subset), wasteful for multi-GB ones (which would need the
+dataset passed to the step as an argument).
 """
 from __future__ import annotations
 
@@ -28,10 +34,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-PROCEDURAL = ("dsprites", "color_dsprites", "noisy_dsprites", "shapes3d",
-              "cells")
-STORED = ("digits",)  # scikit-learn's bundled digits (offline)
-SOURCES = ("procedural", "tfds", "stored")
+STORED_PREFIX = "tfds/"
+# Only these have a renderer for perturbed factors (positive pairs).
+PROCEDURAL = ("dsprites", "dsprites_binary", "color_dsprites",
+              "noisy_dsprites", "dsprites_correlated", "shapes3d",
+              "shapes3d_correlated", "cells")
 
 # Rows rendered per call when building the eval set (bounds peak memory).
 _EVAL_CHUNK = 1024
@@ -40,86 +47,72 @@ _EVAL_CHUNK = 1024
 def default_config() -> ml_collections.ConfigDict:
   """The `data` part of an experiment config for image datasets.
 
-  Fields: source ("procedural", "tfds" for data prepared with
-  nearid_jax.data.builders and read without TensorFlow, or "stored");
-  dataset (a PROCEDURAL name, a TFDS source name, or "digits"); label_factor
-  (factor name whose index is the class label); image_size (0 = native);
-  eval_size; seed (key of the eval set); correlated_pairs ("a:b" factor
-  pairs sampled correlated, procedural only) with correlation_sigma;
-  positive_pairs (add "x_pos" for InfoNCE) ; tfds_config, tfds_split,
-  data_dir, max_examples (TFDS only; 0 = all rows).
+  Fields: dataset (a name of `nearid_jax.data.registry`: procedural ones
+  such as "shapes3d" or "dsprites_correlated", "digits", or "tfds/<name>"
+  for data prepared with nearid_jax.data.builders and read without
+  TensorFlow); label_factor (the factor whose index is the class label);
+  image_size (0 = native, else average-pool down to this side); eval_size;
+  seed (key of the eval set); positive_pairs (add "x_pos" for InfoNCE,
+  procedural only); tfds_config, tfds_split, data_dir, max_examples (stored
+  sets only; "" and 0 mean the defaults and all rows).
   """
   return ml_collections.ConfigDict(dict(
-      name="images", source="procedural", dataset="dsprites",
-      label_factor="shape", image_size=0, eval_size=2048, seed=0,
-      correlated_pairs=(), correlation_sigma=0.2, positive_pairs=False,
-      tfds_config="", tfds_split="train", data_dir="", max_examples=0))
-
-
-def _procedural(name: str):
-  # Imported lazily: the renderers are only needed when used.
-  from nearid_jax.data import cells  # pylint: disable=g-import-not-at-top
-  from nearid_jax.data import procedural  # pylint: disable=g-import-not-at-top
-  return {"dsprites": procedural.DSprites, "color_dsprites":
-          procedural.ColorDSprites, "noisy_dsprites": procedural.NoisyDSprites,
-          "shapes3d": procedural.Shapes3D, "cells": cells.CellPainting}[name]()
+      name="images", dataset="dsprites", label_factor="shape", image_size=0,
+      eval_size=2048, seed=0, positive_pairs=False, tfds_config="",
+      tfds_split="train", data_dir="", max_examples=0))
 
 
 def _bad(field: str, msg: str):
   raise ValueError(f"config.data.{field}: {msg}")
 
 
+def _stored_kwargs(config) -> dict[str, Any]:
+  kwargs = {"split": config.tfds_split}
+  if config.tfds_config:
+    kwargs["config"] = config.tfds_config
+  if config.data_dir:
+    kwargs["data_dir"] = config.data_dir
+  if config.max_examples:
+    kwargs["max_examples"] = config.max_examples
+  return kwargs
+
+
 @functools.lru_cache(maxsize=8)
-def _dataset(source: str, dataset: str, tfds_config: str, tfds_split: str,
-             data_dir: str, max_examples: int, pairs: tuple[str, ...],
-             sigma: float):
+def _dataset(dataset: str, stored_kwargs: tuple[tuple[str, Any], ...]):
   """The ground-truth dataset (stored sets are read once per process)."""
-  if source == "procedural":
-    ds = _procedural(dataset)
-    if pairs:
-      from nearid_jax.data.procedural import correlated  # pylint: disable=g-import-not-at-top
-      ds = correlated.CorrelatedFactors(
-          ds, tuple(tuple(p.split(":")) for p in pairs), sigma)
-    return ds
-  from nearid_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
-  if source == "stored":
-    return tfds_sources.load_digits()
-  return tfds_sources.load_in_memory(
-      dataset, tfds_split, data_dir or None, config=tfds_config or None,
-      max_examples=max_examples or None)
+  from nearid_jax.data import registry  # pylint: disable=g-import-not-at-top
+  if dataset.startswith(STORED_PREFIX):
+    return registry.get(dataset, **dict(stored_kwargs))
+  return registry.get(dataset)
 
 
 def _describe(config) -> tuple[tuple[str, ...], tuple[int, ...],
                                tuple[int, int, int]]:
   """(factor names, factor sizes, native observation shape), cheaply."""
-  if config.source == "procedural":
-    ds = _procedural(config.dataset)
-    return ds.factor_names, tuple(ds.factor_sizes), ds.observation_shape
-  if config.source == "stored":
-    return ("digit",), (10,), (8, 8, 1)
+  from nearid_jax.data import registry  # pylint: disable=g-import-not-at-top
   from nearid_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
-  src = tfds_sources.open_source(
-      config.dataset, config.tfds_split, config.data_dir or None,
-      config=config.tfds_config or None, shard_by_process=False)
-  return src.factor_names, tuple(src.factor_sizes), src.observation_shape
+  name = config.dataset
+  if name.startswith(STORED_PREFIX):
+    kwargs = _stored_kwargs(config)
+    kwargs.pop("max_examples", None)
+    src = tfds_sources.open_source(name[len(STORED_PREFIX):],
+                                   shard_by_process=False, **kwargs)
+    return src.factor_names, tuple(src.factor_sizes), src.observation_shape
+  try:
+    ds = registry.get(name)  # procedural: a cheap dataclass; digits: small
+  except ValueError as e:
+    _bad("dataset", f"{e} Prepared TFDS data are named 'tfds/<name>'.")
+  return ds.factor_names, tuple(ds.factor_sizes), ds.observation_shape
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the data config without rendering or reading any image.
 
   Raises:
-    ValueError: naming the field and the fix.
+    ValueError: naming the field and the fix (a stored set that is not
+      prepared raises the data module's DatasetNotFoundError, with the
+      commands that prepare it).
   """
-  if config.source not in SOURCES:
-    _bad("source", f"unknown source {config.source!r}; choose one of "
-         f"{SOURCES}.")
-  if config.source == "procedural" and config.dataset not in PROCEDURAL:
-    _bad("dataset", f"unknown procedural dataset {config.dataset!r}; choose "
-         f"one of {PROCEDURAL}, or set data.source='tfds' for prepared "
-         "data.")
-  if config.source == "stored" and config.dataset not in STORED:
-    _bad("dataset", f"unknown stored dataset {config.dataset!r}; choose one "
-         f"of {STORED}.")
   names, _, shape = _describe(config)
   if config.label_factor not in names:
     _bad("label_factor", f"{config.label_factor!r} is not a factor of "
@@ -133,16 +126,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "down).")
   if config.eval_size < 2:
     _bad("eval_size", f"must be >= 2, got {config.eval_size}.")
-  for p in config.correlated_pairs:
-    if config.source != "procedural":
-      _bad("correlated_pairs", "needs a procedural dataset.")
-    parts = p.split(":") if isinstance(p, str) else ()
-    if len(parts) != 2 or any(f not in names for f in parts):
-      _bad("correlated_pairs", f"{p!r} must be 'factor_a:factor_b' with "
-           f"factors of {config.dataset}: {list(names)}.")
-  if config.positive_pairs and config.source != "procedural":
-    _bad("positive_pairs", "needs a procedural dataset (the partner image "
-         "is rendered from perturbed factors).")
+  if config.positive_pairs and config.dataset not in PROCEDURAL:
+    _bad("positive_pairs", f"needs a procedural dataset ({PROCEDURAL}): "
+         "the partner image is rendered from perturbed factors.")
 
 
 def spec_from_config(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -184,13 +170,11 @@ class ImageData:
     validate_config(config)
     self.config = ml_collections.FrozenConfigDict(config)
     c = self.config
-    self.dataset = _dataset(c.source, c.dataset, c.tfds_config, c.tfds_split,
-                            c.data_dir, c.max_examples,
-                            tuple(c.correlated_pairs), c.correlation_sigma)
+    self.dataset = _dataset(c.dataset,
+                            tuple(sorted(_stored_kwargs(c).items())))
     self.spec = spec_from_config(config)
-    if c.source == "stored" or c.source == "tfds":
-      self.spec["num_examples"] = int(getattr(self.dataset, "num_rows",
-                                              self.spec["num_examples"]))
+    if hasattr(self.dataset, "num_rows"):  # stored: distinct rows, not grid
+      self.spec["num_examples"] = int(self.dataset.num_rows)
     native = self.dataset.observation_shape[0]
     self._pool = native // self.spec["obs_shape"][0]
     self._label = self.spec["factor_names"].index(c.label_factor)
@@ -225,9 +209,7 @@ class ImageData:
     new = jnp.where(new >= sizes[which], cur - 1, new)
     new = jnp.where(new < 0, jnp.minimum(cur + 1, sizes[which] - 1), new)
     moved = idx.at[jnp.arange(n), which].set(new)
-    # The traced renderer hook: the public `render` validates its input on
-    # the host (ground_truth.check_int converts tracers to numpy).
-    return self.dataset._images_for(moved, k_render)  # pylint: disable=protected-access
+    return self.dataset.render(moved, k_render)
 
   def eval_set(self) -> dict[str, np.ndarray]:
     """The fixed held-out set (same for every run and call), host arrays."""

@@ -311,6 +311,26 @@ def open_source(name: str, split: str = "train", data_dir: str | None = None,
   return TfdsSource(spec, builder, split, data_source)
 
 
+def from_builder(builder: tfds.core.DatasetBuilder, split: str = "train", *,
+                 name: str | None = None,
+                 shard_by_process: bool = True) -> TfdsSource:
+  """A TfdsSource over any prepared builder written with our conventions.
+
+  For copies that `open_source` cannot find by name: a custom builder
+  config, or a directory (`tfds.builder_from_directory(path)`).
+
+  Args:
+    builder: a prepared builder whose records hold image, label_<factor>
+      and value_<factor>, with factor names in its metadata.json.
+    split: split to read.
+    name: name for messages (default: the builder's).
+    shard_by_process: read only this host's part of the split.
+  """
+  split = _process_split(split, shard_by_process)
+  spec = SourceSpec(name or builder.name, builder.name)
+  return TfdsSource(spec, builder, split, builder.as_data_source(split=split))
+
+
 # ---- the host input pipeline -------------------------------------------------
 
 

@@ -20,6 +20,7 @@ dataset's metadata.json, so one reader serves all of them.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import io
@@ -27,10 +28,12 @@ import os
 import zipfile
 from typing import Any, Iterator, Sequence
 
+from absl import logging
 from etils import epath
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import dataset_metadata
 
 from nearid_jax.data import errors
 
@@ -96,6 +99,27 @@ class FactorBuilder(tfds.core.GeneratorBasedBuilder,
       return epath.Path(inspect.getfile(cls))
     except (TypeError, OSError):
       return None
+
+  @classmethod
+  def get_metadata(cls):
+    # Descriptions live in code; TFDS would otherwise look for README/
+    # CITATIONS files in the defining package, which fails for builders
+    # defined outside a package (tests, notebooks).
+    return dataset_metadata.DatasetMetadata(description=None, citation=None,
+                                            tags=[])
+
+
+def prepare_quietly(builder: tfds.core.DatasetBuilder, **kwargs) -> None:
+  """`builder.download_and_prepare(**kwargs)` with TFDS's prints logged.
+
+  TFDS prints its progress messages to stdout; they go to absl logging
+  here so library calls (and doctests) stay quiet.
+  """
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    builder.download_and_prepare(**kwargs)
+  for line in out.getvalue().splitlines():
+    logging.info("%s", line)
 
 
 # ---- manual-download files ---------------------------------------------------

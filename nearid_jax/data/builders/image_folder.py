@@ -78,11 +78,13 @@ class ImageFolderBuilder(base.FactorBuilder, skip_registration=True):
     )
 
   def _split_generators(self, dl_manager):
-    source = type(self).check_manual_files(os.fspath(dl_manager.manual_dir))
+    source = type(self).check_manual_files(os.fspath(dl_manager.manual_dir),
+                                           os.fspath(self.data_dir_root))
     return {"train": self._generate_examples(source)}
 
   @classmethod
-  def check_manual_files(cls, manual_dir: str) -> "_Source":
+  def check_manual_files(cls, manual_dir: str,
+                         data_dir: str = "~/tensorflow_datasets") -> "_Source":
     """Finds the zip or folder, checks labels, grid and checksums.
 
     Raises:
@@ -93,7 +95,7 @@ class ImageFolderBuilder(base.FactorBuilder, skip_registration=True):
     """
     zpath = os.path.join(manual_dir, cls.zip_name())
     folder = os.path.join(manual_dir, cls.ROOT)
-    cmds = cls.prepare_commands(manual_dir, "~/tensorflow_datasets")
+    cmds = cls.prepare_commands(manual_dir, data_dir)
     if os.path.exists(zpath):
       base.verify_sha256sums(manual_dir, [cls.zip_name()])
       try:

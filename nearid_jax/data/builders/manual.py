@@ -5,6 +5,7 @@ import os
 
 import tensorflow_datasets as tfds
 
+from nearid_jax.data.builders import base
 from nearid_jax.data.builders import falcor3d
 from nearid_jax.data.builders import isaac3d
 from nearid_jax.data.builders import mpi3d
@@ -43,10 +44,10 @@ def prepare(name: str, manual_dir: str, data_dir: str,
   builder = builder_cls(config=config or DEFAULT_CONFIG.get(name),
                         data_dir=data_dir, file_format="array_record")
   if isinstance(builder, mpi3d.Mpi3d):
-    mpi3d.check_manual_files(builder.builder_config, manual_dir)
+    mpi3d.check_manual_files(builder.builder_config, manual_dir, data_dir)
   else:
-    builder_cls.check_manual_files(manual_dir)
-  builder.download_and_prepare(
-      file_format="array_record",
+    builder_cls.check_manual_files(manual_dir, data_dir)
+  base.prepare_quietly(
+      builder, file_format="array_record",
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder

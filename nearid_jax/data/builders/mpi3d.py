@@ -86,7 +86,8 @@ class Mpi3d(base.FactorBuilder):
 
   def _split_generators(self, dl_manager):
     path = check_manual_files(self.builder_config,
-                              os.fspath(dl_manager.manual_dir))
+                              os.fspath(dl_manager.manual_dir),
+                              os.fspath(self.data_dir_root))
     return {"train": self._generate_examples(path)}
 
   def _generate_examples(self, path):
@@ -107,7 +108,8 @@ def prepare_commands(config: Mpi3dConfig, manual_dir: str,
           f"--manual_dir={manual_dir} --data_dir={data_dir}"]
 
 
-def check_manual_files(config: Mpi3dConfig, manual_dir: str) -> str:
+def check_manual_files(config: Mpi3dConfig, manual_dir: str,
+                       data_dir: str = "~/tensorflow_datasets") -> str:
   """Checks the config's .npz exists, has the right shape and checksums.
 
   Returns:
@@ -122,7 +124,7 @@ def check_manual_files(config: Mpi3dConfig, manual_dir: str) -> str:
   if not os.path.exists(path):
     raise errors.DatasetNotFoundError(
         f"mpi3d/{config.name}", path,
-        prepare_commands(config, manual_dir, "~/tensorflow_datasets"),
+        prepare_commands(config, manual_dir, data_dir),
         detail="manual download missing")
   base.verify_sha256sums(manual_dir, [config.filename])
   shape, dtype = base.npz_array_shape(path, "images")

@@ -87,7 +87,8 @@ def materialize(dataset: ground_truth.GroundTruthDataset, data_dir: str, *,
     data_dir: TFDS data directory; the copy lands in
       `<data_dir>/<name>/1.0.0/`.
     num_examples: None for the full factor grid in grid order, else that
-      many uniform samples drawn with `key`.
+      many samples, in chunks of 512: chunk c is
+      `dataset.sample(jax.random.fold_in(key, c), 512)`.
     key: PRNG key for sampling and for nuisance (required then).
     name: dataset name (default `procedural_<dataset.name>`).
 
@@ -97,9 +98,9 @@ def materialize(dataset: ground_truth.GroundTruthDataset, data_dir: str, *,
   Examples:
     >>> import jax, tempfile
     >>> from nearid_jax.data.procedural import DSprites
-    >>> b = materialize(DSprites(), tempfile.mkdtemp(), num_examples=4,
-    ...                 key=jax.random.key(0))
-    >>> len(b.as_data_source("train"))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...   b = materialize(DSprites(), d, num_examples=4, key=jax.random.key(0))
+    ...   print(len(b.as_data_source("train")))
     4
   """
   if (num_examples is not None or dataset.has_nuisance) and key is None:
@@ -114,7 +115,7 @@ def materialize(dataset: ground_truth.GroundTruthDataset, data_dir: str, *,
               "KEY_DATA": key_data, "__module__": __name__},
              skip_registration=True)
   builder = cls(data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(file_format="array_record")
+  base.prepare_quietly(builder, file_format="array_record")
   return builder
 
 
