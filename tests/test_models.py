@@ -18,6 +18,7 @@ from scipy import stats
 from nearid_jax import models
 from nearid_jax import objectives
 from nearid_jax.data import images
+from nearid_jax.models import conv
 from nearid_jax.models import conv_ae
 from nearid_jax.models import resnet
 from nearid_jax.models import vit
@@ -155,6 +156,27 @@ def test_patchify_round_trip_and_patch_content():
   # Patch 4 is grid row 1, column 1 (3 patches per row).
   np.testing.assert_array_equal(p[1, 4], x[1, 4:8, 4:8].reshape(-1))
   np.testing.assert_array_equal(vit.unpatchify(p, 4, 8, 12), x)
+
+
+@pytest.mark.parametrize("kernel,stride,pad,side", [
+    (3, 1, (1, 1), 8), (4, 2, (1, 1), 9), (3, 2, (0, 1), 8), (1, 2, (0, 0), 8),
+    (7, 2, (3, 3), 10)])
+def test_conv2d_gradients_equal_autodiff(kernel, stride, pad, side):
+  # conv.conv2d's hand-written VJP (canonical convolutions, fast inside
+  # XLA:CPU loops) against autodiff of lax.conv_general_dilated.
+  rng = np.random.default_rng(kernel + side)
+  x = jnp.asarray(rng.normal(size=(2, side, side, 3)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(kernel, kernel, 3, 4)), jnp.float32)
+  padding = (pad, pad)
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (stride,) * 2, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  ours = lambda x, w: conv.conv2d(x, w, (stride,) * 2, padding)
+  y, vjp_ref = jax.vjp(ref, x, w)
+  y2, vjp_ours = jax.vjp(ours, x, w)
+  np.testing.assert_allclose(y2, y, atol=1e-5)
+  g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  for a, b in zip(vjp_ours(g), vjp_ref(g)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
 
 
 @pytest.mark.parametrize("kernel,stride", [(4, 2), (3, 1)])

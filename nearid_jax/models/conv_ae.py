@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from nearid_jax.models import conv
 from nearid_jax.models import initializers
 
 # The published encoder (configs/encoder_partial/image.yaml of Hsu et al.):
@@ -94,9 +95,8 @@ class ConvBlock(nn.Module):
   def __call__(self, x):
     # Padding 1 as in the published blocks: 3x3/s1 keeps the side, 4x4/s2
     # halves it exactly.
-    x = nn.Conv(self.features, (self.kernel,) * 2, (self.stride,) * 2,
-                padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=initializers.lecun_normal_flat, name="conv")(x)
+    x = conv.Conv(self.features, (self.kernel,) * 2, (self.stride,) * 2,
+                  padding=((1, 1), (1, 1)), name="conv")(x)
     x = nn.GroupNorm(num_groups=None, group_size=1, epsilon=1e-6,
                      name="norm")(x)
     return jax.nn.leaky_relu(x, self.negative_slope)
@@ -123,8 +123,8 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int,
   stride² output phases is an ordinary convolution of the undilated input
   with a sub-kernel, and the phases are interleaved: the same numbers as
   the gradient of a strided conv, without multiplying the zeros of a
-  dilated input (and XLA:CPU differentiates ordinary convolutions an order
-  of magnitude faster than input-dilated ones).
+  dilated input (XLA:CPU differentiates input-dilated convolutions an
+  order of magnitude more slowly).
 
   Args:
     x: [n, L, L', c_in].
@@ -147,9 +147,8 @@ def conv_transpose(x: jax.Array, kernel: jax.Array, stride: int,
     for b in range(stride):
       taps_b, lo_b, hi_b = _phase_taps(k, stride, pad, b)
       sub = kernel[jnp.asarray(taps_a)][:, jnp.asarray(taps_b)]
-      cols.append(jax.lax.conv_general_dilated(
-          x, sub, (1, 1), ((-lo_a, hi_a), (-lo_b, hi_b)),
-          dimension_numbers=("NHWC", "HWIO", "NHWC")))
+      cols.append(conv.conv2d(x, sub, (1, 1),
+                              ((-lo_a, hi_a), (-lo_b, hi_b))))
     rows.append(jnp.stack(cols, axis=3))   # [n, h, w, s_b, c]
   out = jnp.stack(rows, axis=2)            # [n, h, s_a, w, s_b, c]
   return out.reshape(n, h * stride, w * stride, kernel.shape[-1])
@@ -276,9 +275,8 @@ class StyleDecoder(nn.Module):
                                       self.decoder_strides)):
       h = reps[f"dec_{i}"] = StyleBlock(c, k, s, self.negative_slope,
                                         name=f"dec_{i}")(h, w)
-    out = nn.Conv(self.obs_shape[-1], (3, 3), padding=((1, 1), (1, 1)),
-                  use_bias=False, kernel_init=initializers.lecun_normal_flat,
-                  name="output")(h)
+    out = conv.Conv(self.obs_shape[-1], (3, 3), padding=((1, 1), (1, 1)),
+                    name="output")(h)
     reps["output"] = out
     return out, reps
 

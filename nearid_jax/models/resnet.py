@@ -21,9 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from nearid_jax.models import initializers
-
-_KERNEL = initializers.lecun_normal_flat
+from nearid_jax.models import conv
 
 NORMS = ("batch", "group")
 
@@ -121,8 +119,7 @@ class CNNClassifier(nn.Module):
     reps = {}
     h = x
     for i, (c, s) in enumerate(zip(self.widths, self.strides)):
-      h = nn.Conv(c, (3, 3), (s, s), use_bias=False, kernel_init=_KERNEL,
-                  name=f"conv_{i}")(h)
+      h = conv.Conv(c, (3, 3), (s, s), name=f"conv_{i}")(h)
       h = _norm(self.norm, train, f"norm_{i}")(h)
       h = reps[f"conv_{i}"] = jax.nn.leaky_relu(h, self.negative_slope)
     h = h.mean(axis=(1, 2))
@@ -150,15 +147,14 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     act = lambda v: jax.nn.leaky_relu(v, self.negative_slope)
-    y = nn.Conv(self.features, (3, 3), (self.stride,) * 2, use_bias=False,
-                kernel_init=_KERNEL, name="conv1")(x)
+    y = conv.Conv(self.features, (3, 3), (self.stride,) * 2,
+                  name="conv1")(x)
     y = act(_norm(self.norm, train, "norm1")(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False, kernel_init=_KERNEL,
-                name="conv2")(y)
+    y = conv.Conv(self.features, (3, 3), name="conv2")(y)
     y = _norm(self.norm, train, "norm2")(y)
     if x.shape[-1] != self.features or self.stride != 1:
-      x = nn.Conv(self.features, (1, 1), (self.stride,) * 2, use_bias=False,
-                  kernel_init=_KERNEL, name="proj")(x)
+      x = conv.Conv(self.features, (1, 1), (self.stride,) * 2,
+                    name="proj")(x)
       x = _norm(self.norm, train, "proj_norm")(x)
     return act(x + y)
 
@@ -202,13 +198,11 @@ class ResNetClassifier(nn.Module):
     act = lambda v: jax.nn.leaky_relu(v, self.negative_slope)
     reps = {}
     if self.stem == "imagenet":
-      h = nn.Conv(self.width, (7, 7), (2, 2), use_bias=False,
-                  kernel_init=_KERNEL, name="stem_conv")(x)
+      h = conv.Conv(self.width, (7, 7), (2, 2), name="stem_conv")(x)
       h = act(_norm(self.norm, train, "stem_norm")(h))
       h = nn.max_pool(h, (3, 3), (2, 2), padding="SAME")
     else:
-      h = nn.Conv(self.width, (3, 3), use_bias=False, kernel_init=_KERNEL,
-                  name="stem_conv")(x)
+      h = conv.Conv(self.width, (3, 3), name="stem_conv")(x)
       h = act(_norm(self.norm, train, "stem_norm")(h))
     reps["stem"] = h
     for s, n_blocks in enumerate(self.stage_sizes):

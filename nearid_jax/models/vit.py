@@ -1,7 +1,7 @@
 """Vision Transformer masked autoencoders (He et al. 2022), any channel count.
 
-Encoder: non-overlapping p x p patches embedded by a linear map (a conv with
-stride p, so a token depends on its own patch only), fixed 2-D sin-cos
+Encoder: non-overlapping p x p patches embedded by a linear map of their
+pixels (so a token depends on its own patch only), fixed 2-D sin-cos
 positions, a class token (position 0), pre-norm Transformer blocks and a
 final LayerNorm. During training the encoder sees ONLY the visible patches:
 they are gathered before the first block, so masked pixels cannot reach
@@ -193,12 +193,14 @@ class ViTMAE(nn.Module):
     n = x.shape[0]
     t, p = self.num_patches, self.patch_size
     reps = {}
-    tokens = nn.Conv(self.width, (p, p), (p, p), padding="VALID",
-                     kernel_init=initializers.lecun_normal_flat,
-                     name="patch_embed")(x).reshape(n, t, self.width)
-    tokens = tokens + jnp.asarray(sincos_2d(*self.grid, self.width))
-    if visible is not None:
-      tokens = jnp.take_along_axis(tokens, visible[..., None], axis=1)
+    patches = patchify(x, p)
+    pos = jnp.broadcast_to(jnp.asarray(sincos_2d(*self.grid, self.width)),
+                           (n, t, self.width))
+    if visible is not None:  # the hidden patches go no further than here
+      patches = jnp.take_along_axis(patches, visible[..., None], axis=1)
+      pos = jnp.take_along_axis(pos, visible[..., None], axis=1)
+    # A linear map of each flattened patch (a conv with stride p).
+    tokens = nn.Dense(self.width, name="patch_embed")(patches) + pos
     reps["patch_embed"] = tokens
     cls = self.param("cls_token", initializers.normal_flat(0.02),
                      (1, 1, self.width))
