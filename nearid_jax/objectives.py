@@ -316,10 +316,12 @@ def beta_tcvae(model, beta: Any, dataset_size: int,
 
 def bioae(model, nonnegative_weight: float, activity_weight: float,
           reconstruction: str = "sigmoid_ce") -> Loss:
-  """BioAE (Whittington et al. 2023): reconstruction + non-negativity +
-  activity penalties on the latent z, each a mean over latents and rows:
-  nonnegative_weight · mean(max(−z, 0)) + activity_weight · mean(z²).
-  (Its l2 weight penalty is the optimizer's weight decay.)"""
+  """BioAE (Whittington et al. 2023): reconstruction + latent penalties.
+
+  Loss = reconstruction + nonnegative_weight · mean(max(−z, 0)) +
+  activity_weight · mean(z²), means over latents and rows. (BioAE's l2
+  weight penalty is the optimizer's weight decay.)
+  """
   def loss(variables, batch, key, train=True):
     del key
     out, reps, new_state = apply_model(model, variables, batch["x"],
