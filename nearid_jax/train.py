@@ -311,12 +311,16 @@ def make_optimizer(config: ml_collections.ConfigDict,
   Weight decay applies to weights only (`weight_decay_mask`), decoupled as
   in AdamW; gradient clipping by global norm precedes it when clip_norm > 0.
   """
-  lr = hparams["learning_rate"]
+  lr = peak = hparams["learning_rate"]
+  # Unit-peak schedules scaled by the (possibly traced) rate: optax's
+  # cosine schedule branches on its peak value in Python.
   if config.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(config.warmup_steps, 1), num_steps)
+    unit = optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, max(config.warmup_steps, 1), num_steps)
+    lr = lambda step: peak * unit(step)
   elif config.warmup_steps:
-    lr = optax.linear_schedule(0.0, lr, config.warmup_steps)
+    unit = optax.linear_schedule(0.0, 1.0, config.warmup_steps)
+    lr = lambda step: peak * unit(step)
   if config.name == "adamw":
     tx = optax.adamw(lr, config.b1, config.b2,
                      weight_decay=hparams["weight_decay"],

@@ -185,6 +185,26 @@ def test_global_norm_clipping_bounds_the_update():
                              rtol=1e-5)
 
 
+@pytest.mark.parametrize("schedule,warmup", [("cosine", 4), ("constant", 4)])
+def test_schedules_take_a_traced_learning_rate(schedule, warmup):
+  opt = ml_collections.ConfigDict(dict(
+      name="sgd", b1=0.0, schedule=schedule, warmup_steps=warmup,
+      clip_norm=0.0))
+  params = {"w": {"kernel": jnp.ones(3)}}
+
+  def lr_at(lr, step):
+    tx = train.make_optimizer(opt, {"learning_rate": lr, "weight_decay": 0.0},
+                              20)
+    state = tx.init(params)
+    for _ in range(step + 1):
+      updates, state = tx.update({"w": {"kernel": -jnp.ones(3)}}, state,
+                                 params)
+    return updates["w"]["kernel"][0]
+  rates = [float(jax.jit(lr_at, static_argnums=1)(jnp.float32(0.5), s))
+           for s in (0, 2, 4)]
+  np.testing.assert_allclose(rates, [0.0, 0.25, 0.5], rtol=1e-5)
+
+
 # --- the trainer: per-seed BatchNorm, chunked evaluation ---------------------------
 
 
