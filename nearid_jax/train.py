@@ -60,11 +60,16 @@ GRIDABLE = {
     "weight_decay": "optimizer.weight_decay",
     "negative_slope": "model.negative_slope",
     "mask_ratio": "objective.mask_ratio",
+    "beta": "objective.beta",
 }
 # Fields that change neither the computation nor its result; a workdir may be
 # resumed with different values.
 _NON_NUMERIC = ("log_every", "checkpoint_every", "keep_checkpoints",
-                "progress", "num_devices", "eval.layers")
+                "progress", "num_devices", "eval.layers", "eval.batch_size",
+                "eval.pool")
+_POOLS = ("flatten", "mean")
+# representations.npz keeps the eval inputs up to this size.
+_MAX_SAVED_INPUTS = 64 << 20
 _OUTPUTS = ("checkpoints", "metrics.jsonl", "tb", "final.json",
             "representations.npz", "loss_curves.png", "config.json")
 
@@ -90,12 +95,15 @@ def default_config() -> ml_collections.ConfigDict:
       activation="leaky_relu", negative_slope=0.2))
   # The bottleneck follows the number of true factors unless overridden.
   c.model.latent_dim = c.data.get_ref("latent_dim")
-  c.objective = ml_collections.ConfigDict(dict(
-      name="autoencoder", mask_ratio=0.5))
+  c.objective = objectives.default_config()  # the autoencoder
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", learning_rate=1e-3, weight_decay=0.0, b1=0.9, b2=0.999,
       schedule="constant", warmup_steps=0, clip_norm=0.0))
-  c.eval = ml_collections.ConfigDict(dict(layers=("latent",)))
+  # Representations of the eval set: feature maps and token sequences are
+  # flattened ("flatten") or averaged over space / tokens ("mean"); rows
+  # go through in chunks of batch_size (0: all at once).
+  c.eval = ml_collections.ConfigDict(dict(layers=("latent",), batch_size=0,
+                                          pool="flatten"))
   return c
 
 
@@ -167,7 +175,8 @@ def make_run_table(config: ml_collections.ConfigDict,
   hparams = {}
   for short, field in GRIDABLE.items():
     section, name = field.split(".")
-    default = float(config[section][name])
+    # A model without the field (e.g. no LeakyReLU) ignores its value.
+    default = float(config[section].get(name, 0.0))
     per_point = np.array([p.get(short, default) for p in grid_points],
                          np.float32)
     hparams[short] = per_point[grid_index[pad]]
@@ -219,6 +228,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "learning_rate": (lambda v: v > 0, "> 0"),
       "weight_decay": (lambda v: v >= 0, ">= 0"),
       "negative_slope": (lambda v: v >= 0, ">= 0"),
+      "beta": (lambda v: v >= 0, ">= 0"),
   }
   for short, (ok, want) in checks.items():
     field = GRIDABLE[short]
@@ -237,6 +247,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       config.model.name):
     bad("objective.name", f"{config.objective.name!r} needs an autoencoder "
         f"model, not {config.model.name!r}.")
+  models.check_objective(config.model.name, config.objective.name)
+  if len(config.grid.get("negative_slope", ())) and (
+      "negative_slope" not in config.model):
+    bad("grid.negative_slope", f"{config.model.name} has no LeakyReLU slope "
+        "to vary.")
+  if config.model.name == "vit_mae" and len(config.grid.get("mask_ratio",
+                                                            ())):
+    bad("grid.mask_ratio", "cannot vary for vit_mae: the number of visible "
+        "patches is a compiled shape. Run one experiment per mask ratio.")
+  if config.objective.get("reconstruction", "mse") not in (
+      objectives.RECONSTRUCTIONS):
+    bad("objective.reconstruction", f"unknown "
+        f"{config.objective.reconstruction!r}; choose one of "
+        f"{objectives.RECONSTRUCTIONS}.")
+  eval_bs = config.eval.get("batch_size", 0)
+  if eval_bs < 0 or (eval_bs and config.data.eval_size % eval_bs):
+    bad("eval.batch_size", f"= {eval_bs} must be 0 (all rows at once) or "
+        f"divide data.eval_size = {config.data.eval_size}.")
+  if config.eval.get("pool", "flatten") not in _POOLS:
+    bad("eval.pool", f"unknown pooling {config.eval.pool!r}; choose one of "
+        f"{_POOLS}.")
   spec = _spec_without_building(config.data)
   model = models.build_model(config.model, spec,
                              objective=config.objective.name)
@@ -259,6 +290,8 @@ def _spec_without_building(data_config) -> dict[str, Any]:
     return {"obs_shape": (data_config.obs_dim,),
             "num_classes": data_config.num_classes,
             "latent_dim": data_config.latent_dim}
+  if data_config.name == "images":
+    return data_lib.images.spec_from_config(data_config)
   return data_lib.build_data(data_config).spec
 
 
@@ -278,12 +311,16 @@ def make_optimizer(config: ml_collections.ConfigDict,
   Weight decay applies to weights only (`weight_decay_mask`), decoupled as
   in AdamW; gradient clipping by global norm precedes it when clip_norm > 0.
   """
-  lr = hparams["learning_rate"]
+  lr = peak = hparams["learning_rate"]
+  # Unit-peak schedules scaled by the (possibly traced) rate: optax's
+  # cosine schedule branches on its peak value in Python.
   if config.schedule == "cosine":
-    lr = optax.warmup_cosine_decay_schedule(
-        0.0, lr, max(config.warmup_steps, 1), num_steps)
+    unit = optax.warmup_cosine_decay_schedule(
+        0.0, 1.0, max(config.warmup_steps, 1), num_steps)
+    lr = lambda step: peak * unit(step)
   elif config.warmup_steps:
-    lr = optax.linear_schedule(0.0, lr, config.warmup_steps)
+    unit = optax.linear_schedule(0.0, 1.0, config.warmup_steps)
+    lr = lambda step: peak * unit(step)
   if config.name == "adamw":
     tx = optax.adamw(lr, config.b1, config.b2,
                      weight_decay=hparams["weight_decay"],
@@ -341,7 +378,8 @@ class Trainer:
 
   def loss_fn(self, hparams):
     return objectives.build_loss(self.config.objective.name,
-                                 self.model(hparams), hparams)
+                                 self.model(hparams), hparams,
+                                 self.config.objective, self.spec)
 
   def optimizer(self, hparams):
     return make_optimizer(self.config.optimizer, hparams,
@@ -424,25 +462,64 @@ class Trainer:
     return jax.vmap(one)(self._constrain(state), self.run_keys(key),
                          self._hparams())
 
-  def evaluate(self, state: TrainState) -> dict[str, Any]:
+  def evaluate(self, state: TrainState,
+               batch: dict[str, Any] | None = None) -> dict[str, Any]:
     """Held-out loss and representations at `config.eval.layers`.
+
+    Models run in evaluation mode (train=False: running batch statistics).
+
+    Args:
+      state: the stacked state.
+      batch: rows to evaluate; None for the whole eval set (see
+        `evaluate_in_chunks` for large sets).
 
     Returns:
       {"loss": [N_padded], aux names: [N_padded], "reps": {layer:
-      [N_padded, n_eval, d]}} (feature maps are flattened to d).
+      [N_padded, n_eval, d]}} (feature maps and token sequences are
+      flattened to d, or averaged when config.eval.pool = "mean").
     """
-    batch = self._eval_batch
+    batch = self._eval_batch if batch is None else batch
     key = jax.random.fold_in(jax.random.key(self.config.seed), 2)
+    pool = self.config.eval.get("pool", "flatten")
+
+    def rep(r):
+      if pool == "mean" and r.ndim > 2:
+        r = r.mean(axis=tuple(range(1, r.ndim - 1)))
+      return r.reshape(r.shape[0], -1)
 
     def one(st, hp):
       variables = {"params": st.params, **st.model_state}
-      loss, aux = self.loss_fn(hp)(variables, batch, key)
+      loss, aux = self.loss_fn(hp)(variables, batch, key, train=False)
       aux.pop("model_state", None)
-      _, reps = self.model(hp).apply(variables, batch["x"])
-      n = batch["x"].shape[0]
+      _, reps, _ = objectives.apply_model(self.model(hp), variables,
+                                          batch["x"], train=False)
       return {"loss": loss, **aux,
-              "reps": {l: reps[l].reshape(n, -1) for l in self.layers}}
+              "reps": {l: rep(reps[l]) for l in self.layers}}
     return jax.vmap(one)(self._constrain(state), self._hparams())
+
+  def evaluate_in_chunks(self, state: TrainState) -> dict[str, np.ndarray]:
+    """`evaluate` over the eval set in chunks of config.eval.batch_size.
+
+    Only one chunk's representations are on the device at a time; the
+    chunks' losses (means over equal-sized chunks) are averaged.
+
+    Returns:
+      Host arrays, as `evaluate`, for the N real runs.
+    """
+    n = self.runs.num_runs
+    batch = self._eval_batch
+    rows = batch["x"].shape[0]
+    size = self.config.eval.get("batch_size", 0) or rows
+    parts = []
+    for start in range(0, rows, size):
+      chunk = jax.tree.map(lambda a, s=start: a[s:s + size], batch)
+      parts.append(jax.tree.map(lambda x: _to_host(x)[:n],
+                                self.evaluate_jit(state, chunk)))
+    out = {k: np.mean([p[k] for p in parts], axis=0)
+           for k in parts[0] if k != "reps"}
+    out["reps"] = {l: np.concatenate([p["reps"][l] for p in parts], axis=1)
+                   for l in self.layers}
+    return out
 
   def abstract_state(self) -> TrainState:
     """Shapes, dtypes and shardings of the stacked state (nothing computed)."""
@@ -724,7 +801,7 @@ def _finish(trainer, state, workdir, primary) -> dict[str, Any]:
   """Writes final.json, representations.npz and the loss-curve plot."""
   config, runs = trainer.config, trainer.runs
   n = runs.num_runs
-  ev = jax.tree.map(lambda x: _to_host(x)[:n], trainer.evaluate_jit(state))
+  ev = trainer.evaluate_in_chunks(state)
   params = jax.tree.map(lambda x: _to_host(x)[:n], state.params)
   div_step = _to_host(state.diverged_step)[:n]
   last_loss = _to_host(state.loss)[:n]
@@ -755,8 +832,14 @@ def _finish(trainer, state, workdir, primary) -> dict[str, Any]:
   eval_batch = jax.tree.map(np.asarray, trainer._eval_batch)  # pylint: disable=protected-access
   arrays = {f"z/{l}": ev["reps"][l].astype(np.float32) for l in trainer.layers}
   arrays.update(
-      u=eval_batch["u"], label=eval_batch["label"], x=eval_batch["x"],
+      u=eval_batch["u"], label=eval_batch["label"],
       seed=runs.seeds, grid_index=runs.grid_index, valid=div_step < 0)
+  if eval_batch["x"].nbytes <= _MAX_SAVED_INPUTS:
+    arrays["x"] = eval_batch["x"]
+  else:  # e.g. 10,000 64x64x3 images are 491 MB; the set is reproducible
+    logging.warning("representations.npz omits the eval inputs x (%d MB); "
+                    "trainer.data.eval_set() regenerates them.",
+                    eval_batch["x"].nbytes >> 20)
   np.savez(os.path.join(workdir, "representations.npz"), **arrays)
   rows = metric_writers.read_metrics(workdir)
   if rows:

@@ -8,7 +8,8 @@ its jitted step:
   * `spec`: {"obs_shape", "num_classes", "latent_dim"}.
 
 Submodules (imported on use, so `import nearid_jax.data` stays light):
-`synthetic` (the default process), `ground_truth` (the interface of
+`synthetic` (the default process), `images` (any factor-labelled image
+set, procedural or stored, in the trainer's interface), `ground_truth` (the interface of
 factor-labelled datasets), `procedural` (dSprites, Shapes3D and harder
 variants rendered on device), `tfds_sources` and `builders` (stored
 datasets through TFDS, no TensorFlow), `cells` (Cell Painting-like wells
@@ -21,7 +22,7 @@ import ml_collections
 
 from nearid_jax.data import synthetic
 
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "images")
 
 
 def build_data(config: ml_collections.ConfigDict):
@@ -32,6 +33,9 @@ def build_data(config: ml_collections.ConfigDict):
   """
   if config.name == "synthetic":
     return synthetic.make_process(config)
+  if config.name == "images":
+    from nearid_jax.data import images  # pylint: disable=g-import-not-at-top
+    return images.make_images(config)
   raise ValueError(f"config.data.name: unknown dataset {config.name!r}; "
                    f"known datasets: {DATASETS}.")
 
@@ -40,5 +44,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   """Checks the data config without building anything (no compiles)."""
   if config.name == "synthetic":
     synthetic.validate_config(config)
+    return
+  if config.name == "images":
+    from nearid_jax.data import images  # pylint: disable=g-import-not-at-top
+    images.validate_config(config)
     return
   build_data(config)  # raises the unknown-name error
