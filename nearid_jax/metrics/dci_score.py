@@ -157,7 +157,7 @@ def _gbt_run(z_tr, z_te, y_tr, y_te, gbt_kwargs):
 
 def dci(z, factors, *, estimator: str = "logistic", key=None,
         test_fraction: float = inputs.DEFAULT_TEST_FRACTION, z_test=None,
-        factors_test=None, l1: float = 0.01, num_iters: int = 200,
+        factors_test=None, l1: float = 0.01, num_iters: int = 100,
         gbt_kwargs: dict | None = None) -> dict:
   """DCI disentanglement, completeness and informativeness of 1 or R runs.
 

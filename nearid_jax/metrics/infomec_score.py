@@ -18,6 +18,11 @@ disentangle/metrics/infomec.py), for continuous latents:
   the same model with no features, which under balanced class weights
   predicts the uniform distribution: log C_k.
 
+Note that InfoM and InfoC are ratios of NMIs: for a code of pure noise the
+NMIs are all near 0 (the kNN estimate is clipped at 0), yet their max/sum
+ratios need not be small, so noise can score a high InfoM (the reference
+code behaves identically); read them together with InfoE.
+
 Conventions where the reference gives 0/0 (it returns NaN there): a latent
 (factor) whose NMI column (row) sums to 0 contributes the uninformative ratio
 1/K (1/J), i.e. 0 after normalisation; with K = 1 factor InfoM is 1 by
