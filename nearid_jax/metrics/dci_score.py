@@ -130,8 +130,9 @@ def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_iters"))
 def _runs_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
-  return jax.vmap(_run_logistic, in_axes=(0, 0, 0, 0, None, None, None))(
-      z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters)
+  return inputs.map_runs(
+      lambda *a: _run_logistic(*a, num_classes, l1, num_iters),
+      z_tr, z_te, y_tr, y_te)
 
 
 _scores_from_importance = jax.jit(scores_from_importance)

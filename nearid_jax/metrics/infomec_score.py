@@ -102,8 +102,9 @@ def _infomec_run(z, noise, labels, num_classes, n_neighbors, max_iter):
                                              "max_iter"))
 def _infomec_runs(z, key, labels, num_classes, n_neighbors, max_iter):
   noise = jax.random.normal(key, z.shape, z.dtype)
-  return jax.vmap(_infomec_run, in_axes=(0, 0, 0, None, None, None))(
-      z, noise, labels, num_classes, n_neighbors, max_iter)
+  return inputs.map_runs(
+      lambda *a: _infomec_run(*a, num_classes, n_neighbors, max_iter),
+      z, noise, labels)
 
 
 def infomec(z, factors, *, key=None, n_neighbors: int = 10,

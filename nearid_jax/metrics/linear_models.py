@@ -30,6 +30,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from nearid_jax.metrics import inputs
+
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -197,7 +199,8 @@ def _count_less(sorted_x, lo, hi, t):
 
 
 def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
-                      c_reg: float = 0.01, num_iters: int = 50):
+                      c_reg: float = 0.01, num_iters: int = 20,
+                      order: jax.Array | None = None):
   """LinearSVC(C=c_reg, class_weight='balanced') on one feature.
 
   Args:
@@ -208,6 +211,7 @@ def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
     c_reg: sklearn's C.
     num_iters: maximum Newton iterations (each with step halving); the
       piecewise-quadratic objective usually converges in under ten.
+    order: optional argsort of x (shared when fitting many factors).
 
   Returns:
     (w [C], b [C], shift, binary): decision_c(x) = w_c * (x - shift) + b_c;
@@ -227,17 +231,16 @@ def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
   xs = x - mu
 
   feats = lambda v: jnp.stack([jnp.ones_like(v), v, v * v], -1)
-  gorder = jnp.argsort(xs)
+  gorder = jnp.argsort(xs) if order is None else order
   gx = xs[gorder]
   gpre = jnp.concatenate([jnp.zeros((1, 3), x.dtype),
                           jnp.cumsum(feats(gx), axis=0)])
-  corder = jnp.lexsort((xs, y))
+  # Class-major order, sorted by x inside each class.
+  corder, icounts, start = inputs.class_major_order(y, c, gorder)
   cx = xs[corder]
   cpre = jnp.concatenate([jnp.zeros((1, 3), x.dtype),
                           jnp.cumsum(feats(cx), axis=0)])
-  start = jnp.concatenate([jnp.zeros((1,), jnp.int32),
-                           jnp.cumsum(counts.astype(jnp.int32))[:-1]])
-  end = start + counts.astype(jnp.int32)
+  end = start + icounts
   idx_sorted = jnp.argsort(jnp.where(present, jnp.arange(c), c))
   c0 = idx_sorted[0]  # smallest present class: the negative one if binary
 
