@@ -31,20 +31,12 @@ import sys
 import time
 import warnings
 
-# One XLA host device per core, so that the runs of a batch spread over the
-# cores (nearid_jax.metrics.inputs.map_runs); must precede the jax import.
-if "xla_force_host_platform_device_count" not in os.environ.get(
-    "XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") +
-      f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import stats
 
-import jax  # noqa: E402  pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top
-import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
-from scipy import stats  # noqa: E402  pylint: disable=g-import-not-at-top
-
-from nearid_jax import metrics  # noqa: E402  pylint: disable=g-import-not-at-top
+from nearid_jax import metrics
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import sklearn_metrics as ref  # noqa: E402  pylint: disable=g-import-not-at-top
