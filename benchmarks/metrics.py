@@ -31,12 +31,22 @@ import sys
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from scipy import stats
+# One XLA host device per core, so that the runs of a batch spread over the
+# cores (nearid_jax.metrics.inputs.map_runs); must precede the jax import.
+if "xla_force_host_platform_device_count" not in os.environ.get(
+    "XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") +
+      f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
 
-from nearid_jax import metrics
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from nearid_jax import metrics  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import sklearn_metrics as ref  # noqa: E402  pylint: disable=g-import-not-at-top

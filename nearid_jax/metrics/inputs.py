@@ -357,13 +357,14 @@ def map_runs(fn, *args):
   """fn applied to each run (leading axis of every arg), inside jit.
 
   Runs are spread over the local devices with `jax.shard_map` (a mesh axis
-  "runs", e.g. several GPUs; R is split over the largest device count that
-  divides it). Within a device, CPU maps its runs one after another
-  (`lax.map`): each run's intermediates then stay cache-sized and its solver
-  loops stop when that run converges, where vmapping 16 runs at once was
-  1.6x slower; accelerators vmap their runs for parallelism. (Forced host
-  devices, XLA_FLAGS=--xla_force_host_platform_device_count, execute one
-  after another in jax 0.10, so they do not add CPU parallelism.)
+  "runs"; R is split over the largest device count that divides it): several
+  GPUs, or the cores of a CPU host run with one XLA device per core
+  (XLA_FLAGS=--xla_force_host_platform_device_count=<cores>, set before jax
+  is imported), whose devices execute in parallel threads. Within a device,
+  CPU maps its runs one after another (`lax.map`): each run's intermediates
+  then stay cache-sized and its solver loops stop when that run converges,
+  where vmapping 16 runs at once was 1.6x slower; accelerators vmap their
+  runs for parallelism.
 
   Args:
     fn: per-run function of arrays without the run axis; returns a pytree.
