@@ -130,8 +130,9 @@ def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_iters"))
 def _runs_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
-  return jax.vmap(_run_logistic, in_axes=(0, 0, 0, 0, None, None, None))(
-      z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters)
+  return inputs.map_runs(
+      lambda *a: _run_logistic(*a, num_classes, l1, num_iters),
+      z_tr, z_te, y_tr, y_te)
 
 
 _scores_from_importance = jax.jit(scores_from_importance)
@@ -157,7 +158,7 @@ def _gbt_run(z_tr, z_te, y_tr, y_te, gbt_kwargs):
 
 def dci(z, factors, *, estimator: str = "logistic", key=None,
         test_fraction: float = inputs.DEFAULT_TEST_FRACTION, z_test=None,
-        factors_test=None, l1: float = 0.01, num_iters: int = 200,
+        factors_test=None, l1: float = 0.01, num_iters: int = 100,
         gbt_kwargs: dict | None = None) -> dict:
   """DCI disentanglement, completeness and informativeness of 1 or R runs.
 

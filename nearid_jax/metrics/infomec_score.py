@@ -18,6 +18,11 @@ disentangle/metrics/infomec.py), for continuous latents:
   the same model with no features, which under balanced class weights
   predicts the uniform distribution: log C_k.
 
+Note that InfoM and InfoC are ratios of NMIs: for a code of pure noise the
+NMIs are all near 0 (the kNN estimate is clipped at 0), yet their max/sum
+ratios need not be small, so noise can score a high InfoM (the reference
+code behaves identically); read them together with InfoE.
+
 Conventions where the reference gives 0/0 (it returns NaN there): a latent
 (factor) whose NMI column (row) sums to 0 contributes the uninformative ratio
 1/K (1/J), i.e. 0 after normalisation; with K = 1 factor InfoM is 1 by
@@ -97,8 +102,9 @@ def _infomec_run(z, noise, labels, num_classes, n_neighbors, max_iter):
                                              "max_iter"))
 def _infomec_runs(z, key, labels, num_classes, n_neighbors, max_iter):
   noise = jax.random.normal(key, z.shape, z.dtype)
-  return jax.vmap(_infomec_run, in_axes=(0, 0, 0, None, None, None))(
-      z, noise, labels, num_classes, n_neighbors, max_iter)
+  return inputs.map_runs(
+      lambda *a: _infomec_run(*a, num_classes, n_neighbors, max_iter),
+      z, noise, labels)
 
 
 def infomec(z, factors, *, key=None, n_neighbors: int = 10,

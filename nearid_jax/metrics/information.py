@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma
 
+from nearid_jax.metrics import inputs
+
 
 def histogram_discretize(z: jax.Array, num_bins: int = 20) -> jax.Array:
   """Equal-width bins per column, like disentanglement_lib.
@@ -135,9 +137,8 @@ def knn_mutual_info_cd(x: jax.Array, noise: jax.Array, labels: jax.Array,
 
   # Class-major order that keeps the (value, noise) order inside each class:
   # a class's members are then contiguous, neighbours adjacent.
-  corder = jnp.argsort(gl, stable=True)       # class-major -> global index
+  corder, _, start = inputs.class_major_order(gl, num_classes)
   cx, cn = gx[corder], gn[corder]
-  start = jnp.cumsum(counts) - counts
   cstart = start[gl[corder]]
   cend = cstart + gcount[corder]
   idx = jnp.arange(n)

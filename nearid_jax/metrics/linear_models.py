@@ -30,6 +30,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from nearid_jax.metrics import inputs
+
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -74,7 +76,8 @@ def lbfgs_minimize(fun, x0: jax.Array, max_iter: int = 100,
       return q - a * y_hist[idx], alpha.at[idx].set(a)
 
     q, alpha = jax.lax.fori_loop(0, memory, first,
-                                 (g, jnp.zeros((memory,), dtype)))
+                                 (g, jnp.zeros((memory,), dtype)),
+                                 unroll=True)
     newest = (k - 1) % memory
     yy = jnp.dot(y_hist[newest], y_hist[newest])
     gamma = jnp.where((k > 0) & (yy > 0),
@@ -87,7 +90,7 @@ def lbfgs_minimize(fun, x0: jax.Array, max_iter: int = 100,
       b = rho[idx] * jnp.dot(y_hist[idx], r)
       return jnp.where(j < count, r + s_hist[idx] * (alpha[idx] - b), r)
 
-    return -jax.lax.fori_loop(0, memory, second, r)
+    return -jax.lax.fori_loop(0, memory, second, r, unroll=True)
 
   def cond(c):
     _, _, g, _, _, _, k = c
@@ -197,7 +200,8 @@ def _count_less(sorted_x, lo, hi, t):
 
 
 def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
-                      c_reg: float = 0.01, num_iters: int = 50):
+                      c_reg: float = 0.01, num_iters: int = 20,
+                      order: jax.Array | None = None):
   """LinearSVC(C=c_reg, class_weight='balanced') on one feature.
 
   Args:
@@ -208,6 +212,7 @@ def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
     c_reg: sklearn's C.
     num_iters: maximum Newton iterations (each with step halving); the
       piecewise-quadratic objective usually converges in under ten.
+    order: optional argsort of x (shared when fitting many factors).
 
   Returns:
     (w [C], b [C], shift, binary): decision_c(x) = w_c * (x - shift) + b_c;
@@ -227,17 +232,16 @@ def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
   xs = x - mu
 
   feats = lambda v: jnp.stack([jnp.ones_like(v), v, v * v], -1)
-  gorder = jnp.argsort(xs)
+  gorder = jnp.argsort(xs) if order is None else order
   gx = xs[gorder]
   gpre = jnp.concatenate([jnp.zeros((1, 3), x.dtype),
                           jnp.cumsum(feats(gx), axis=0)])
-  corder = jnp.lexsort((xs, y))
+  # Class-major order, sorted by x inside each class.
+  corder, icounts, start = inputs.class_major_order(y, c, gorder)
   cx = xs[corder]
   cpre = jnp.concatenate([jnp.zeros((1, 3), x.dtype),
                           jnp.cumsum(feats(cx), axis=0)])
-  start = jnp.concatenate([jnp.zeros((1,), jnp.int32),
-                           jnp.cumsum(counts.astype(jnp.int32))[:-1]])
-  end = start + counts.astype(jnp.int32)
+  end = start + icounts
   idx_sorted = jnp.argsort(jnp.where(present, jnp.arange(c), c))
   c0 = idx_sorted[0]  # smallest present class: the negative one if binary
 
@@ -393,12 +397,26 @@ def fit_lasso_gram(gram: jax.Array, xty: jax.Array, alpha: float,
   return w
 
 
+def _sorted_ranks_x2(x: jax.Array):
+  """(order, twice the 1-based average rank of each sorted position)."""
+  n = x.shape[0]
+  order = jnp.argsort(x)
+  s = x[order]
+  idx = jnp.arange(n, dtype=jnp.int32)
+  differs = s[1:] != s[:-1]
+  first = jnp.concatenate([jnp.ones((1,), bool), differs])
+  last = jnp.concatenate([differs, jnp.ones((1,), bool)])
+  # A tie group spans sorted positions [lo, hi]: its mean 1-based rank is
+  # (lo + hi + 2) / 2.
+  lo = jax.lax.cummax(jnp.where(first, idx, 0))
+  hi = jax.lax.cummin(jnp.where(last, idx, n), reverse=True)
+  return order, lo + hi + 2
+
+
 def average_ranks_x2(x: jax.Array) -> jax.Array:
   """Twice the 1-based average ranks of [n] values (ties share), as int32."""
-  s = jnp.sort(x)
-  left = jnp.searchsorted(s, x, side="left")
-  right = jnp.searchsorted(s, x, side="right")
-  return (left + right + 1).astype(jnp.int32)
+  order, r2 = _sorted_ranks_x2(x)
+  return jnp.zeros(x.shape, jnp.int32).at[order].set(r2)
 
 
 def roc_auc_macro(scores: jax.Array, y: jax.Array,
@@ -420,8 +438,8 @@ def roc_auc_macro(scores: jax.Array, y: jax.Array,
     pos = y == k
     n_pos = jnp.sum(pos)
     n_neg = n - n_pos
-    r2 = average_ranks_x2(col)
-    u2 = jnp.sum(jnp.where(pos, r2, 0)) - n_pos * (n_pos + 1)
+    order, r2 = _sorted_ranks_x2(col)
+    u2 = jnp.sum(jnp.where(pos[order], r2, 0)) - n_pos * (n_pos + 1)
     auc = u2.astype(jnp.float32) / (
         2.0 * jnp.maximum(n_pos, 1).astype(jnp.float32)
         * jnp.maximum(n_neg, 1).astype(jnp.float32))

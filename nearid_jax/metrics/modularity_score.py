@@ -1,7 +1,9 @@
 """Modularity and explicitness (Ridgeway & Mozer 2018), disentanglement_lib.
 
-* Modularity: from the [d, K] binned mutual information matrix of the fit
-  split (20 equal-width bins per latent, as MIG), per latent
+* Modularity: from the [d, K] binned mutual information matrix (20
+  equal-width bins per latent, as MIG) of all rows of z — disentanglement_lib
+  computes it on its training sample, which is what z is when an explicit
+  test set is passed — per latent
   1 - (sum_k I^2 - max_k I^2) / (max_k I^2 (K - 1)), 0 for a latent with no
   information; mean over latents. With K = 1 factor every informative latent
   is modular (1).
@@ -37,9 +39,10 @@ def modularity_from_mi(mi: jax.Array) -> jax.Array:
   return jnp.mean(jnp.where(mx > 0, per, 0.0))
 
 
-def _run(z_tr, z_te, y_tr, y_te, num_classes, num_bins, max_iter):
+def _run(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
+         max_iter):
   c_max = max(num_classes)
-  mi = mig_score.binned_mutual_info(z_tr, y_tr, c_max, num_bins)
+  mi = mig_score.binned_mutual_info(z_mi, y_mi, c_max, num_bins)
   modularity = modularity_from_mi(mi)
   x_tr, mean, std = inputs.standardize(z_tr)
   x_te, _, _ = inputs.standardize(z_te, mean, std)
@@ -60,9 +63,11 @@ def _run(z_tr, z_te, y_tr, y_te, num_classes, num_bins, max_iter):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_bins",
                                              "max_iter"))
-def _runs(z_tr, z_te, y_tr, y_te, num_classes, num_bins, max_iter):
-  return jax.vmap(_run, in_axes=(0, 0, 0, 0, None, None, None))(
-      z_tr, z_te, y_tr, y_te, num_classes, num_bins, max_iter)
+def _runs(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
+          max_iter):
+  return inputs.map_runs(
+      lambda *a: _run(*a, num_classes, num_bins, max_iter),
+      z_mi, y_mi, z_tr, z_te, y_tr, y_te)
 
 
 def modularity_explicitness(z, factors, *, key=None,
@@ -100,6 +105,7 @@ def modularity_explicitness(z, factors, *, key=None,
                     factors_test=factors_test)
   y_tr = jnp.broadcast_to(sp.labels_train, (r,) + sp.labels_train.shape[1:])
   y_te = jnp.broadcast_to(sp.labels_test, (r,) + sp.labels_test.shape[1:])
-  out = _runs(sp.z_train, sp.z_test, y_tr, y_te, fac.num_classes, num_bins,
-              max_iter)
+  y_mi = jnp.broadcast_to(jnp.asarray(fac.labels), (r, n, fac.num_factors))
+  out = _runs(zr, y_mi, sp.z_train, sp.z_test, y_tr, y_te, fac.num_classes,
+              num_bins, max_iter)
   return inputs.to_host(out, batched)

@@ -21,8 +21,8 @@ from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
 
 
-def _svc_accuracy(x_tr, y_tr, x_te, y_te, cmask):
-  params = linear_models.fit_linear_svc_1d(x_tr, y_tr, cmask)
+def _svc_accuracy(x_tr, y_tr, x_te, y_te, cmask, order):
+  params = linear_models.fit_linear_svc_1d(x_tr, y_tr, cmask, order=order)
   return jnp.mean(linear_models.predict_linear_svc_1d(params, x_te) == y_te)
 
 
@@ -33,9 +33,10 @@ def _gap(score):
 
 def _run_discrete(z_tr, z_te, y_tr, y_te, num_classes):
   def per_latent(x_tr, x_te):
+    order = jnp.argsort(x_tr - jnp.mean(x_tr))  # the order the SVC uses
     return inputs.map_factors(
-        lambda a, b, m: _svc_accuracy(x_tr, a, x_te, b, m), (y_tr, y_te),
-        num_classes)                                      # [K]
+        lambda a, b, m: _svc_accuracy(x_tr, a, x_te, b, m, order),
+        (y_tr, y_te), num_classes)                        # [K]
 
   score = jax.vmap(per_latent, in_axes=(1, 1))(z_tr, z_te)  # [d, K]
   return {"sap": _gap(score)}
@@ -56,8 +57,8 @@ def _run_continuous(z_tr, v_tr):
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _runs_discrete(z_tr, z_te, y_tr, y_te, num_classes):
-  return jax.vmap(_run_discrete, in_axes=(0, 0, 0, 0, None))(
-      z_tr, z_te, y_tr, y_te, num_classes)
+  return inputs.map_runs(
+      lambda *a: _run_discrete(*a, num_classes), z_tr, z_te, y_tr, y_te)
 
 
 _runs_continuous = jax.jit(jax.vmap(_run_continuous))
