@@ -993,7 +993,8 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                dims: str = "pad", ridge: float = 0.0,
                perm_scale: bool = False, ica_options: dict | None = None,
                diameter_rows: int = 10_000,
-               with_metrics: bool = True) -> dict:
+               with_metrics: bool = True,
+               suite: Sequence[str] = ()) -> dict:
   """Structural near-identifiability: each run against the true factors.
 
   The target is the standardised factors u (zero mean, unit variance over
@@ -1011,11 +1012,17 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
       diameter_rows: as in `epsilon`.
     with_metrics: also compute MCC (raw and after ICA, Pearson and Spearman)
       and affine R².
+    suite: names of `nearid_jax.metrics.ALL_METRICS` (e.g. "infomec",
+      "dci", "mig") to compute with `metrics.evaluate_all` on the evaluation
+      rows, raw and after ICA (needs `with_metrics`). Continuous factors are
+      discretised as the metrics document.
 
   Returns:
     {"epsilon": {kind: {"mean"/"max"/"q99": [R], "r2": [R, k]}},
      "diameter": [] (of u), "valid": [R] bool, and with metrics "mcc_raw",
-     "mcc_raw_spearman", "mcc_ica", "mcc_ica_spearman", "r2": [R] each}.
+     "mcc_raw_spearman", "mcc_ica", "mcc_ica_spearman", "r2": [R] each,
+     and with a suite "suite": {"raw": table, "ica": table} of
+     `metrics.evaluate_all` tables, column -> [R]}.
     Without metrics the function is jittable (invalid runs then come back
     NaN with valid=False instead of raising).
 
@@ -1079,15 +1086,18 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                      for j, kk in enumerate(kinds)},
          "diameter": tgt.diameter[0], "valid": valid_s}
   if with_metrics:
-    res.update(_structural_metrics(src, tgt, u, key, ica_options, k,
+    res.update(_structural_metrics(src, tgt, key, ica_options, k,
                                    ica_s if "ica" in kinds else None,
-                                   concrete))
+                                   concrete, tuple(suite)))
+  elif suite:
+    raise ValueError("suite needs with_metrics=True.")
   return res
 
 
-def _structural_metrics(src: _Runs, tgt: _Runs, u, key, ica_options, k,
-                        ica_s, concrete) -> dict:
-  """MCC (raw / after ICA; Pearson / Spearman) and affine R² per run."""
+def _structural_metrics(src: _Runs, tgt: _Runs, key, ica_options, k,
+                        ica_s, concrete, suite) -> dict:
+  """MCC (raw / after ICA; Pearson / Spearman), affine R² and the optional
+  metric suite per run."""
   from nearid_jax import metrics  # pylint: disable=g-import-not-at-top
   if ica_s is None:
     ica_s, _ = _run_ica(src, key, k, ica_options, "zs", concrete)
@@ -1105,6 +1115,11 @@ def _structural_metrics(src: _Runs, tgt: _Runs, u, key, ica_options, k,
   all_rows = jnp.concatenate([src.xf, src.xe], axis=1)
   u_all = jnp.concatenate([tgt.xf[0], tgt.xe[0]], axis=0)
   out["r2"] = np.asarray(metrics.r2(all_rows, u_all, key=k_r2)["r2"])
+  if suite:
+    k_suite = jax.random.fold_in(key, 8)
+    out["suite"] = {name: metrics.evaluate_all(z, u_eval, key=k_suite,
+                                               metrics=suite)
+                    for name, z in (("raw", src.xe), ("ica", sources))}
   return out
 
 

@@ -197,3 +197,40 @@ def plot_epsilon_vs_bilipschitz(factor: np.ndarray, eps: np.ndarray,
   fig.savefig(path)
   plt.close(fig)
   return path
+
+
+def plot_metric_suite(raw: dict[str, np.ndarray], ica: dict[str, np.ndarray],
+                      path: str, *,
+                      title: str = "Disentanglement metrics, before and "
+                                   "after ICA") -> str:
+  """Paired bars (mean ± sd over runs) of each metric, raw and after ICA.
+
+  Args:
+    raw: column -> [R] values of the raw representation.
+    ica: column -> [R] values after ICA (same columns, missing ones empty).
+    path: output PNG path.
+    title: figure title.
+
+  Returns:
+    `path`.
+  """
+  cols = list(raw)
+  x = np.arange(len(cols))
+  stats = lambda d: (np.array([np.nanmean(d.get(c, [np.nan])) for c in cols]),  # noqa: E731
+                     np.array([np.nanstd(d.get(c, [np.nan])) for c in cols]))
+  fig, ax = plt.subplots(figsize=(0.55 * len(cols) + 3, 3.8), dpi=120)
+  for off, d, label, hatch in ((-0.2, raw, "raw representation", None),
+                               (0.2, ica, "after ICA", "//")):
+    m, s = stats(d)
+    ax.bar(x + off, m, 0.4, yerr=s, capsize=2, label=label, hatch=hatch)
+  ax.set_xticks(x)
+  ax.set_xticklabels(cols, rotation=45, ha="right", fontsize=7)
+  ax.set_ylim(0, 1.2)
+  ax.set_ylabel("score (higher is better)")
+  ax.set_title(title, fontsize=10)
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(fontsize=8, loc="upper left", ncol=2)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path

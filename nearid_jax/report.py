@@ -25,6 +25,10 @@ report.json (lists indexed by run; null where a run diverged):
   "structural": {"mcc_raw", "mcc_raw_spearman", "mcc_ica",
       "mcc_ica_spearman", "r2": [R], "epsilon": {kind: {"mean", "max",
       "q99": [R]}}},
+  "disentanglement": {"raw": {column: [R]}, "ica": {column: [R]},
+      "metrics": [names], "notes": [str]} (`nearid_jax.metrics.evaluate_all`
+      on the evaluation rows against the factors, before and after ICA;
+      absent when config.metrics is empty),
   "bi_lipschitz": {"one_plus_l": [R], "theorem1_factor": [R],
       "data_bound": float | null, "points": int, "note": str},
   "verdict": {"statistical": kind | null, "after_ica": bool,
@@ -36,15 +40,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from typing import Any
+import warnings
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from nearid_jax import align
+from nearid_jax import metrics as metrics_lib
 from nearid_jax import plotting
 from nearid_jax import train
 
@@ -75,6 +83,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.ica = ml_collections.ConfigDict(dict(max_iter=400, tol=1e-4,
                                          n_restarts=1))
   c.bi_lipschitz_points = 256  # evaluation points per decoder
+  # Disentanglement metrics (nearid_jax.metrics) to the factors, raw and
+  # after ICA; () to skip. MCC and R² are always in the structural table.
+  c.metrics = ("infomec", "dci", "mig", "sap", "modularity_explicitness",
+               "udr")
   return c
 
 
@@ -102,6 +114,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     bad("ridge", f"must be >= 0, got {config.ridge}.")
   if not config.threshold > 0:
     bad("threshold", f"must be > 0, got {config.threshold}.")
+  unknown = sorted(set(config.metrics) - set(metrics_lib.ALL_METRICS))
+  if unknown:
+    bad("metrics", f"unknown metric(s) {unknown}; choose from "
+        f"{metrics_lib.ALL_METRICS}, or () for none.")
   if config.bi_lipschitz_points < 1:
     bad("bi_lipschitz_points", f"must be >= 1, got "
         f"{config.bi_lipschitz_points}.")
@@ -214,13 +230,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   pw = align.pairwise_epsilon(z, kinds, **common)
   timing["pairwise"] = time.time() - t
   t = time.time()
-  st = align.structural(z, reps["u"], kinds, dims=config.dims, **common)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always", UserWarning)
+    st = align.structural(z, reps["u"], kinds, dims=config.dims,
+                          suite=tuple(config.metrics), **common)
+  notes = _merge_column_notes(str(w.message) for w in caught)
+  for note in notes:
+    logging.warning("%s", note)
   timing["structural"] = time.time() - t
   t = time.time()
   bl = _bi_lipschitz(config, train_dir, reps, valid)
   timing["bi_lipschitz"] = time.time() - t
 
-  report = _assemble(config, names, reps, valid, pw, st, bl)
+  report = _assemble(config, names, reps, valid, pw, st, bl, notes)
   report["timing_s"] = {k: round(v, 2) for k, v in timing.items()}
   t = time.time()
   _plots(workdir, report, names)
@@ -256,6 +278,20 @@ def _check_previous(config, workdir, overwrite):
     raise ValueError(
         f"--workdir {workdir!r} holds a report of different settings "
         f"(differing: {diffs}). Use a new --workdir, or pass --overwrite.")
+
+
+def _merge_column_notes(messages) -> list[str]:
+  """One note per message kind: "factors[:, 0] looks ..." for columns 0..3
+  becomes "factors[:, 0, 1, 2, 3] looks ..."."""
+  merged: dict[str, list[str]] = {}
+  for m in messages:
+    match = re.match(r"factors\[:, (\d+)\](.*)", m, re.S)
+    key, col = (match.group(2), match.group(1)) if match else (m, None)
+    cols = merged.setdefault(key, [])
+    if col is not None and col not in cols:
+      cols.append(col)
+  return [f"factors[:, {', '.join(c)}]{k}" if c else k
+          for k, c in merged.items()]
 
 
 def _train_config_changed(train_config, train_dir) -> bool:
@@ -417,7 +453,8 @@ def _verdict(config, pairs, structural) -> dict[str, Any]:
           "text": " ".join(parts)}
 
 
-def _assemble(config, names, reps, valid, pw, st, bl) -> dict[str, Any]:
+def _assemble(config, names, reps, valid, pw, st, bl,
+              notes) -> dict[str, Any]:
   kinds = tuple(config.kinds)
   eps = {k: {s: _full(np.asarray(pw[k][s]), valid)
              for s in ("mean", "max", "q99")} for k in kinds}
@@ -445,6 +482,12 @@ def _assemble(config, names, reps, valid, pw, st, bl) -> dict[str, Any]:
           for s in ("mean", "max", "q99")} for k in kinds}
   structural["diameter"] = _num(st["diameter"])
   report["structural"] = structural
+  if "suite" in st:
+    report["disentanglement"] = {
+        name: {col: _per_run(v, valid) for col, v in st["suite"][name].items()}
+        for name in ("raw", "ica")}
+    report["disentanglement"].update(metrics=list(config.metrics),
+                                     notes=notes)
   report["bi_lipschitz"] = bl
   report["verdict"] = _verdict(config, pairs, structural)
   pairs.pop("_efficiency", None)
@@ -482,6 +525,12 @@ def _plots(workdir, report, names):
   plotting.plot_mcc(vec(s["mcc_raw"])[valid], vec(s["mcc_ica"])[valid],
                     [n for n, v in zip(names, valid) if v],
                     os.path.join(workdir, "mcc.png"))
+  dis = report.get("disentanglement")
+  if dis:
+    plotting.plot_metric_suite(
+        {col: vec(v)[valid] for col, v in dis["raw"].items()},
+        {col: vec(v)[valid] for col, v in dis["ica"].items()},
+        os.path.join(workdir, "disentanglement.png"))
   bl = report["bi_lipschitz"]
   kind = "rigid" if "rigid" in report["epsilon"] else report["kinds"][0]
   fac = vec(bl["theorem1_factor"])
@@ -567,6 +616,18 @@ def _markdown(report, train_dir) -> str:
   lines.append("| **mean ± sd** | " + " | ".join(
       [ms(s["epsilon"][k]["mean"]) for k in kinds]
       + [ms(s["mcc_raw"]), ms(s["mcc_ica"]), ms(s["r2"])]) + " |")
+  dis = report.get("disentanglement")
+  if dis:
+    lines += ["", "## Disentanglement metrics to the factors", ""]
+    lines.append("`nearid_jax.metrics` on the evaluation rows (mean ± sd over "
+                 "runs; higher is better; `udr` compares the runs with each "
+                 "other, no factors), before and after ICA "
+                 "(the paper's recipe).")
+    lines += [f"Note: {n}" for n in dis["notes"]]
+    lines += ["", "| metric | raw | after ICA |", "|---|---|---|"]
+    for col in dis["raw"]:
+      lines.append(f"| {col} | {ms(dis['raw'][col])} | "
+                   f"{ms(dis['ica'].get(col, []))} |")
   lines += ["", "## Verdict", "", report["verdict"]["text"], ""]
   bl = report["bi_lipschitz"]
   lines += ["## Decoder bi-Lipschitz estimate (Theorem 1)", ""]
@@ -589,6 +650,8 @@ def _markdown(report, train_dir) -> str:
             "- `epsilon_by_class.png`: mean ε by class, between runs and to "
             "the factors, before and after ICA",
             "- `mcc.png`: MCC per run, raw and after ICA",
+            "- `disentanglement.png`: the metric suite, raw and after ICA "
+            "(when computed)",
             "- `epsilon_vs_bilipschitz.png`: rigid ε per pair against "
             "sqrt(2L + L²) of the decoders", ""]
   t = report.get("timing_s", {})

@@ -31,7 +31,8 @@ def test_report_files_and_keys(done):
   _, workdir, rep = done
   for name in ("report.json", "report.md", "epsilon_heatmaps.png",
                "epsilon_by_class.png", "mcc.png",
-               "epsilon_vs_bilipschitz.png", "train/representations.npz"):
+               "epsilon_vs_bilipschitz.png", "disentanglement.png",
+               "train/representations.npz"):
     assert os.path.exists(os.path.join(workdir, name)), name
   with open(os.path.join(workdir, "report.json")) as f:
     on_disk = json.load(f)
@@ -57,6 +58,17 @@ def test_report_files_and_keys(done):
   md = open(os.path.join(workdir, "report.md")).read()
   assert "| ε | perm | rigid | linear | ICA (eff.) |" in md
   assert "## Verdict" in md and "near-identifiable up to" in md
+  dis = on_disk["disentanglement"]
+  assert dis["metrics"] == list(report.default_config().metrics)
+  for col in ("infom", "infoc", "infoe", "dci_disentanglement", "mig", "sap",
+              "modularity", "udr"):
+    for side in ("raw", "ica"):
+      v = dis[side][col]
+      assert len(v) == r and all(0 <= x <= 1 + 1e-6 for x in v), (col, v)
+  # The synthetic factors are continuous: one merged note says so.
+  assert len(dis["notes"]) == 1
+  assert dis["notes"][0].startswith("factors[:, 0, 1, 2, 3] looks continuous")
+  assert "| infom |" in md and "Note: factors[:, 0, 1, 2, 3]" in md
 
 
 def test_expected_science_on_the_synthetic_autoencoder(done):
@@ -69,6 +81,14 @@ def test_expected_science_on_the_synthetic_autoencoder(done):
   assert mcc_ica > mcc_raw + 0.1, (mcc_raw, mcc_ica)
   assert mcc_ica > 0.9
   assert rep["verdict"]["statistical"] in ("rigid", "linear")
+  # ICA on the AE latents disentangles by the field's metrics too.
+  dis = rep["disentanglement"]
+  for col in ("infom", "infoc", "dci_disentanglement", "mig", "udr"):
+    raw, ica = np.mean(dis["raw"][col]), np.mean(dis["ica"][col])
+    assert ica > raw + 0.1, (col, raw, ica)
+  # ICA is invertible: the information about the factors stays.
+  np.testing.assert_allclose(np.mean(dis["ica"]["infoe"]),
+                             np.mean(dis["raw"]["infoe"]), atol=0.05)
 
 
 def test_existing_workdir_diverged_runs_and_bad_files(done, tmp_path):
@@ -83,6 +103,7 @@ def test_existing_workdir_diverged_runs_and_bad_files(done, tmp_path):
   np.savez(train_dir / "representations.npz", **data)
   shutil.copy(os.path.join(workdir, "train", "final.json"), train_dir)
   config.train_workdir = str(train_dir)
+  config.metrics = ()  # the suite's batching is tested in test_metrics
   out = report.run(config, str(tmp_path / "report"))
   m = out["epsilon"]["rigid"]["mean"]
   assert m[1] == [None] * 3 and m[0][1] is None and m[0][2] is not None
@@ -90,6 +111,7 @@ def test_existing_workdir_diverged_runs_and_bad_files(done, tmp_path):
                              rtol=1e-5)  # same split, same rows
   assert out["structural"]["mcc_raw"][1] is None
   assert out["bi_lipschitz"]["note"].startswith("not computed")
+  assert "disentanglement" not in out
   assert "Diverged runs, left out: seed1" in open(
       tmp_path / "report" / "report.md").read()
   # Different settings into the same report workdir need --overwrite.
@@ -115,5 +137,10 @@ def test_invalid_config_fails_before_training(tmp_path):
   config = small_config()
   config.layer = "enc_0"
   with pytest.raises(ValueError, match=r"config.layer: 'enc_0' is not among"):
+    report.run(config, str(tmp_path))
+  config = small_config()
+  config.metrics = ("infomec", "betavae")
+  with pytest.raises(ValueError, match=r"config.metrics: unknown metric\(s\) "
+                     r"\['betavae'\]"):
     report.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "train")
