@@ -1022,7 +1022,9 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
      "diameter": [] (of u), "valid": [R] bool, and with metrics "mcc_raw",
      "mcc_raw_spearman", "mcc_ica", "mcc_ica_spearman", "r2": [R] each,
      and with a suite "suite": {"raw": table, "ica": table} of
-     `metrics.evaluate_all` tables, column -> [R]}.
+     `metrics.evaluate_all` tables, column -> [R]; or, when the metrics
+     refuse these rows (e.g. fewer evaluation rows than a factor has
+     classes), "suite_error": the reason, so that ε is not lost}.
     Without metrics the function is jittable (invalid runs then come back
     NaN with valid=False instead of raising).
 
@@ -1117,9 +1119,12 @@ def _structural_metrics(src: _Runs, tgt: _Runs, key, ica_options, k,
   out["r2"] = np.asarray(metrics.r2(all_rows, u_all, key=k_r2)["r2"])
   if suite:
     k_suite = jax.random.fold_in(key, 8)
-    out["suite"] = {name: metrics.evaluate_all(z, u_eval, key=k_suite,
-                                               metrics=suite)
-                    for name, z in (("raw", src.xe), ("ica", sources))}
+    try:
+      out["suite"] = {name: metrics.evaluate_all(z, u_eval, key=k_suite,
+                                                 metrics=suite)
+                      for name, z in (("raw", src.xe), ("ica", sources))}
+    except ValueError as e:  # e.g. fewer evaluation rows than classes
+      out["suite_error"] = str(e)
   return out
 
 

@@ -336,9 +336,18 @@ def _bi_lipschitz(config, train_dir, reps, valid) -> dict[str, Any]:
   hps = {k: jnp.asarray(v[idx]) for k, v in trainer.runs.hparams.items()}
   points = jnp.asarray(reps["z"][idx, :m])
 
+  probe = trainer.model(trainer.runs.hparams)
+  if not hasattr(probe, "decode"):
+    out["note"] = (f"not computed: the model ({type(probe).__name__}) has "
+                   "no decoder.")
+    return out
+
   def one(p, ms, hp, zp):
     model = trainer.model(hp)
-    decode = lambda v: model.apply({"params": p, **ms}, v, method="decode")  # noqa: E731
+
+    def decode(v):  # one latent [k] -> the flattened output [D]
+      x = model.apply({"params": p, **ms}, v[None], method="decode")
+      return x.reshape(-1)
     return align.decoder_bi_lipschitz(decode, zp)["one_plus_l"]
   vals = np.asarray(jax.jit(jax.vmap(one))(params, model_state, hps, points))
   for i, v in zip(idx, vals):
@@ -488,6 +497,13 @@ def _assemble(config, names, reps, valid, pw, st, bl,
         for name in ("raw", "ica")}
     report["disentanglement"].update(metrics=list(config.metrics),
                                      notes=notes)
+  elif "suite_error" in st:
+    logging.warning("disentanglement metrics not computed: %s",
+                    st["suite_error"])
+    report["disentanglement"] = {"raw": {}, "ica": {},
+                                 "metrics": list(config.metrics),
+                                 "notes": [f"not computed: "
+                                           f"{st['suite_error']}"]}
   report["bi_lipschitz"] = bl
   report["verdict"] = _verdict(config, pairs, structural)
   pairs.pop("_efficiency", None)
@@ -526,7 +542,7 @@ def _plots(workdir, report, names):
                     [n for n, v in zip(names, valid) if v],
                     os.path.join(workdir, "mcc.png"))
   dis = report.get("disentanglement")
-  if dis:
+  if dis and dis["raw"]:
     plotting.plot_metric_suite(
         {col: vec(v)[valid] for col, v in dis["raw"].items()},
         {col: vec(v)[valid] for col, v in dis["ica"].items()},
@@ -624,7 +640,8 @@ def _markdown(report, train_dir) -> str:
                  "other, no factors), before and after ICA "
                  "(the paper's recipe).")
     lines += [f"Note: {n}" for n in dis["notes"]]
-    lines += ["", "| metric | raw | after ICA |", "|---|---|---|"]
+    if dis["raw"]:
+      lines += ["", "| metric | raw | after ICA |", "|---|---|---|"]
     for col in dis["raw"]:
       lines.append(f"| {col} | {ms(dis['raw'][col])} | "
                    f"{ms(dis['ica'].get(col, []))} |")

@@ -348,6 +348,8 @@ class Trainer:
     config: the (validated, frozen) config.
     runs: the `RunTable`.
     mesh: the device mesh with one axis "seed".
+    data, spec: the data source and its spec (shapes, factor names).
+    eval_batch: the fixed held-out evaluation set {"x", "u", "label"}.
     init_jit, chunk_jit, evaluate_jit: jitted `init`, `chunk`, `evaluate`
       with the run axis sharded over the mesh.
   """
@@ -363,7 +365,7 @@ class Trainer:
     self.runs = make_run_table(config, n_dev)
     self.data = data_lib.build_data(config.data)
     self.spec = self.data.spec
-    self._eval_batch = self.data.eval_set()
+    self.eval_batch = self.data.eval_set()
     self.layers = tuple(config.eval.layers)
     self.init_jit = jax.jit(self.init, out_shardings=self.sharding)
     self.chunk_jit = jax.jit(self.chunk, donate_argnums=0,
@@ -478,7 +480,7 @@ class Trainer:
       [N_padded, n_eval, d]}} (feature maps and token sequences are
       flattened to d, or averaged when config.eval.pool = "mean").
     """
-    batch = self._eval_batch if batch is None else batch
+    batch = self.eval_batch if batch is None else batch
     key = jax.random.fold_in(jax.random.key(self.config.seed), 2)
     pool = self.config.eval.get("pool", "flatten")
 
@@ -507,7 +509,7 @@ class Trainer:
       Host arrays, as `evaluate`, for the N real runs.
     """
     n = self.runs.num_runs
-    batch = self._eval_batch
+    batch = self.eval_batch
     rows = batch["x"].shape[0]
     size = self.config.eval.get("batch_size", 0) or rows
     parts = []
@@ -829,7 +831,7 @@ def _finish(trainer, state, workdir, primary) -> dict[str, Any]:
     return summary
   with open(os.path.join(workdir, "final.json"), "w") as f:
     json.dump(summary, f, indent=2)
-  eval_batch = jax.tree.map(np.asarray, trainer._eval_batch)  # pylint: disable=protected-access
+  eval_batch = jax.tree.map(np.asarray, trainer.eval_batch)
   arrays = {f"z/{l}": ev["reps"][l].astype(np.float32) for l in trainer.layers}
   arrays.update(
       u=eval_batch["u"], label=eval_batch["label"],

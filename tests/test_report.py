@@ -144,3 +144,33 @@ def test_invalid_config_fails_before_training(tmp_path):
                      r"\['betavae'\]"):
     report.run(config, str(tmp_path))
   assert not os.path.exists(tmp_path / "train")
+
+
+@pytest.mark.timeout(300)
+def test_report_on_image_runs_with_categorical_factors(tmp_path):
+  # A conv autoencoder on dSprites, trained by the image config, analysed
+  # through --config.train_workdir as the README shows.
+  from experiments.configs import conv_ae  # pylint: disable=g-import-not-at-top
+  from nearid_jax import train  # pylint: disable=g-import-not-at-top
+  tc = conv_ae.get_config("dsprites,smoke")
+  tc.data.eval_size, tc.eval.batch_size = 256, 128
+  tc.num_devices, tc.progress = 1, False
+  train.run(tc, str(tmp_path / "train"))
+  config = small_config()
+  config.train_workdir = str(tmp_path / "train")
+  config.kinds = ("rigid", "linear", "ica")
+  config.metrics = ("infomec", "mig")
+  config.bi_lipschitz_points = 8
+  rep = report.run(config, str(tmp_path / "report"))
+  assert rep["settings"]["dim"] == 10 and rep["settings"]["num_factors"] == 5
+  m = np.array(rep["epsilon"]["linear"]["mean"], float)
+  assert m.shape == (2, 2) and np.all(m[~np.eye(2, dtype=bool)] > 0)
+  dis = rep["disentanglement"]
+  # Grid-valued factors are classes, not binned continuous values.
+  assert not any("continuous" in n for n in dis["notes"]), dis["notes"]
+  for side in ("raw", "ica"):
+    assert set(dis[side]) == {"infom", "infoe", "infoc", "mig"}
+    assert all(0 <= v <= 1 + 1e-6 for v in dis[side]["infom"])
+  # The conv decoder's Jacobian (flattened image output) gives 1 + L >= 1.
+  assert all(v >= 1 for v in rep["bi_lipschitz"]["one_plus_l"])
+  assert os.path.exists(tmp_path / "report" / "disentanglement.png")

@@ -18,19 +18,12 @@ latent; the paper quotes (InfoM, InfoE, InfoC) = (.59, .99, .49) on Shapes3D
 from Hsu et al.
 """
 from experiments.configs import image_base
-from nearid_jax.models import conv_ae
 
 BETA = {"shapes3d": 3.0, "mpi3d": 0.1, "falcor3d": 10.0, "isaac3d": 0.3}
 
 
 def get_config(arg: str | None = None):
-  dataset, smoke = image_base.parse_arg(arg, "shapes3d")
-  config = image_base.base_config(dataset, smoke)
-  config.model = conv_ae.default_config(
-      "small" if smoke else "full", image_base.latent_dim(dataset),
-      variational=True)
-  config.objective.name = "beta_vae"
-  config.objective.reconstruction = "sigmoid_ce"
+  config, dataset = image_base.conv_ae_config(arg, "beta_vae",
+                                              variational=True)
   config.objective.beta = BETA.get(dataset, 1.0)
-  config.eval.layers = ("latent", "latent_sigma")
   return config

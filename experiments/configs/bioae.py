@@ -16,18 +16,11 @@ the paper quotes (InfoM, InfoE, InfoC) = (.56, .98, .44) on Shapes3D from
 Hsu et al.
 """
 from experiments.configs import image_base
-from nearid_jax.models import conv_ae
 
 
 def get_config(arg: str | None = None):
-  dataset, smoke = image_base.parse_arg(arg, "shapes3d")
-  config = image_base.base_config(dataset, smoke)
-  config.model = conv_ae.default_config(
-      "small" if smoke else "full", image_base.latent_dim(dataset))
-  config.objective.name = "bioae"
-  config.objective.reconstruction = "sigmoid_ce"
+  config, _ = image_base.conv_ae_config(arg, "bioae")
   config.objective.nonnegative_weight = 1.0
   config.objective.activity_weight = 0.01
   config.optimizer.weight_decay = 1e-4
-  config.eval.layers = ("latent", "features")
   return config

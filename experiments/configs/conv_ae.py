@@ -23,15 +23,7 @@ floor for every seed, none diverged; the paper reports (InfoM, InfoE, InfoC)
 = (.34, .99, .16) for the AE on Shapes3D and (.79, .99, .52) after ICA.
 """
 from experiments.configs import image_base
-from nearid_jax.models import conv_ae
 
 
 def get_config(arg: str | None = None):
-  dataset, smoke = image_base.parse_arg(arg, "shapes3d")
-  config = image_base.base_config(dataset, smoke)
-  config.model = conv_ae.default_config(
-      "small" if smoke else "full", image_base.latent_dim(dataset))
-  config.objective.name = "autoencoder"
-  config.objective.reconstruction = "sigmoid_ce"
-  config.eval.layers = ("latent", "features")
-  return config
+  return image_base.conv_ae_config(arg, "autoencoder")[0]

@@ -86,3 +86,22 @@ def base_config(dataset: str, smoke: bool):
 def latent_dim(dataset: str) -> int:
   """2 x #factors, the InfoMEC-suite latent size."""
   return 2 * NUM_FACTORS[dataset]
+
+
+def conv_ae_config(arg: str | None, objective: str, *,
+                   variational: bool = False):
+  """(config, dataset) of the conv autoencoder family for
+  "<dataset>[,smoke]": the InfoMEC-suite encoder/decoder ("small" for smoke
+  runs), sigmoid cross-entropy reconstruction and `objective`; a
+  variational model also records its posterior width ("latent_sigma")."""
+  from nearid_jax.models import conv_ae  # pylint: disable=g-import-not-at-top
+  dataset, smoke = parse_arg(arg, "shapes3d")
+  config = base_config(dataset, smoke)
+  config.model = conv_ae.default_config(
+      "small" if smoke else "full", latent_dim(dataset),
+      variational=variational)
+  config.objective.name = objective
+  config.objective.reconstruction = "sigmoid_ce"
+  config.eval.layers = (("latent", "latent_sigma") if variational
+                        else ("latent", "features"))
+  return config, dataset
