@@ -358,3 +358,14 @@ def test_bad_input_is_refused_or_handled(data):
   assert np.isfinite(metrics.modularity_explicitness(zc, u)["modularity"])
   with pytest.raises(ValueError, match="estimator"):
     metrics.dci(z, u, estimator="forest")
+
+
+@pytest.mark.timeout(120)
+def test_lbfgs_ends_when_no_curvature_pair_is_ever_kept():
+  # A linear objective: every step decreases f but s.y = 0, so no curvature
+  # pair is stored. Each step still counts, so the solver stops at max_iter
+  # (it used to loop forever); without pairs it steps a unit along -g.
+  from nearid_jax.metrics import linear_models  # pylint: disable=g-import-not-at-top
+  x = jax.jit(lambda x0: linear_models.lbfgs_minimize(
+      jnp.sum, x0, max_iter=5))(jnp.zeros((2,), jnp.float32))
+  np.testing.assert_allclose(x, -5 / np.sqrt(2) * np.ones(2), rtol=1e-5)

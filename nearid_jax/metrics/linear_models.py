@@ -93,14 +93,17 @@ def lbfgs_minimize(fun, x0: jax.Array, max_iter: int = 100,
     return -jax.lax.fori_loop(0, memory, second, r, unroll=True)
 
   def cond(c):
-    _, _, g, _, _, _, k = c
+    _, _, g, _, _, _, k, _ = c
     return (k < max_iter) & (jnp.max(jnp.abs(g)) > tol)
 
   def body(c):
-    x, f, g, s_hist, y_hist, rho, k = c
-    d = direction(g, s_hist, y_hist, rho, k)
-    # First step: move a unit distance along -g (as L-BFGS-B's first step).
-    d = jnp.where(k == 0, -g / jnp.maximum(jnp.linalg.norm(g), 1e-12), d)
+    # k counts iterations (every one, so the loop always ends); m counts the
+    # curvature pairs stored.
+    x, f, g, s_hist, y_hist, rho, k, m = c
+    d = direction(g, s_hist, y_hist, rho, m)
+    # Without curvature pairs: move a unit distance along -g (as L-BFGS-B's
+    # first step).
+    d = jnp.where(m == 0, -g / jnp.maximum(jnp.linalg.norm(g), 1e-12), d)
     gtd = jnp.dot(g, d)
     d = jnp.where(gtd < 0, d, -g)
     gtd = jnp.where(gtd < 0, gtd, -jnp.dot(g, g))
@@ -125,18 +128,21 @@ def lbfgs_minimize(fun, x0: jax.Array, max_iter: int = 100,
     sv, yv = x_new - x, g_new - g
     sy = jnp.dot(sv, yv)
     keep = ok & (sy > 1e-10 * jnp.dot(yv, yv))
-    idx = k % memory
+    idx = m % memory
     s_hist = jnp.where(keep, s_hist.at[idx].set(sv), s_hist)
     y_hist = jnp.where(keep, y_hist.at[idx].set(yv), y_hist)
     rho = jnp.where(keep, rho.at[idx].set(1.0 / jnp.where(keep, sy, 1.0)),
                     rho)
-    # A failed line search ends the run (no descent left at float precision).
-    k_new = jnp.where(keep, k + 1, jnp.where(ok, k, max_iter))
-    return x_new, f_new, g_new, s_hist, y_hist, rho, k_new
+    # A failed line search, or a step that no longer moves x, ends the run
+    # (no descent left at float precision).
+    moved = ok & jnp.any(sv != 0)
+    k_new = jnp.where(moved, k + 1, max_iter)
+    return (x_new, f_new, g_new, s_hist, y_hist, rho, k_new,
+            m + keep.astype(m.dtype))
 
   init = (x0, f0, g0, jnp.zeros((memory, p), dtype),
           jnp.zeros((memory, p), dtype), jnp.zeros((memory,), dtype),
-          jnp.array(0))
+          jnp.array(0), jnp.array(0))
   return jax.lax.while_loop(cond, body, init)[0]
 
 
