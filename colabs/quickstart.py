@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     name: python3
@@ -52,8 +54,8 @@ config = train.default_config()
 config.num_steps = 200 if SMOKE else 3000
 config.log_every = 100
 config.progress = False
-state, metrics = jax.jit(train.make_train(config))(jax.random.key(0))
-loss = np.asarray(metrics["loss"])  # [runs, steps]
+state, history = jax.jit(train.make_train(config))(jax.random.key(0))
+loss = np.asarray(history["loss"])  # [runs, steps]
 print("final loss per seed:", loss[:, -1].round(5))
 
 # %%

@@ -1150,8 +1150,13 @@ def decoder_bi_lipschitz(decode: Callable, z) -> dict:
     >>> float(out["one_plus_l"])
     2.0
   """
+  # pylint: disable-next=g-import-not-at-top
+  from nearid_jax.models import conv as conv_lib
   z = jnp.asarray(z)
-  jac = jax.vmap(jax.jacfwd(decode))(z)  # [m, D, k]
+  # Our conv layers' CPU custom VJP is reverse-mode only; trace them as
+  # lax convolutions here so that jacfwd (k columns, not D rows) works.
+  with conv_lib.forward_mode():
+    jac = jax.vmap(jax.jacfwd(decode))(z)  # [m, D, k]
   sv = jnp.linalg.svd(jac, compute_uv=False)  # [m, min(D, k)]
   smax = sv[:, 0]
   smin = sv[:, -1] if jac.shape[1] >= jac.shape[2] else jnp.zeros_like(smax)
