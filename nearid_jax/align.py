@@ -420,19 +420,37 @@ def _fit_maps(c, t: _Runs, s: _Runs, ica_t, ica_s, matches,
 
 
 def _upper_quantile(v, q: float):
-  """q-quantile along the last axis, numpy's "linear" method, for q near 1.
+  """q-quantile along the last axis of non-negative values, numpy's "linear"
+  method, exactly.
 
-  Takes the top ceil((1 - q) n) + 1 values (`lax.top_k`) rather than sorting
-  all n: on CPU a full sort of every pair's errors costs more than the rest
-  of the evaluation.
+  The two order statistics around rank q (n - 1) are found by bisection on
+  the float bit patterns (monotone for v >= 0): one count over the row per
+  bit, no sort. On CPU this is ~10x cheaper per pair than `lax.top_k` of the
+  top 1% (which dominated the pairs program), and it vectorises the same
+  way on every backend.
   """
+  v = jnp.abs(v)  # -0.0 -> +0.0, so the bit patterns are all >= 0
   n = v.shape[-1]
   h = q * (n - 1)
   lo = int(math.floor(h))
   frac = h - lo
-  hi = min(lo + 1, n - 1)
-  top = lax.top_k(v, n - lo)[0]  # descending; ascending rank i is n-1-i
-  v_lo, v_hi = top[..., n - 1 - lo], top[..., n - 1 - hi]
+  itype = jnp.int64 if v.dtype == jnp.float64 else jnp.int32
+  bits = lax.bitcast_convert_type(v, itype)
+
+  def body(_, carry):
+    # count(bits <= low) < lo + 1 <= count(bits <= high)
+    low, high = carry
+    mid = low + (high - low) // 2
+    ok = jnp.sum(bits <= mid[..., None], axis=-1) >= lo + 1
+    return jnp.where(ok, low, mid), jnp.where(ok, mid, high)
+  init = (jnp.full(v.shape[:-1], -1, itype), jnp.max(bits, axis=-1))
+  _, high = lax.fori_loop(0, 8 * v.dtype.itemsize, body, init)
+  v_lo = lax.bitcast_convert_type(high, v.dtype)
+  if frac == 0 or lo + 1 > n - 1:
+    return v_lo
+  count = jnp.sum(v <= v_lo[..., None], axis=-1)
+  above = jnp.min(jnp.where(v > v_lo[..., None], v, jnp.inf), axis=-1)
+  v_hi = jnp.where(count >= lo + 2, v_lo, above)
   return v_lo + frac * (v_hi - v_lo)
 
 

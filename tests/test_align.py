@@ -419,3 +419,16 @@ def test_bad_input_messages(zt, three_runs):
   # With a ridge, linear is fine on collinear runs.
   res = align.pairwise_epsilon(coll, ("rigid", "linear"), key=KEY, ridge=1.0)
   assert np.isfinite(np.asarray(res["linear"]["mean"])).all()
+
+
+@pytest.mark.parametrize("q", [0.99, 0.5, 0.0, 1.0, 0.37])
+def test_upper_quantile_is_numpys_linear_quantile(q):
+  # Bisection on the float bits: exact, with ties, zeros and -0.0.
+  rng = np.random.default_rng(1)
+  v = np.abs(rng.normal(size=(4, 1001))).astype(np.float32)
+  v[1] = np.round(v[1], 1)
+  v[2] = 0.25
+  v[3, :600] = 0.0
+  v[3, 0] = -0.0
+  got = np.asarray(jax.jit(lambda x: align._upper_quantile(x, q))(v))  # pylint: disable=protected-access
+  np.testing.assert_allclose(got, np.quantile(v, q, axis=-1), rtol=1e-6)
