@@ -194,8 +194,7 @@ def dci(z, factors, *, estimator: str = "logistic", key=None,
   sp = inputs.split(zr, fac, key=inputs.default_key(key),
                     test_fraction=test_fraction, z_test=z_test,
                     factors_test=factors_test)
-  y_tr = jnp.broadcast_to(sp.labels_train, (r,) + sp.labels_train.shape[1:])
-  y_te = jnp.broadcast_to(sp.labels_test, (r,) + sp.labels_test.shape[1:])
+  y_tr, y_te = sp.run_labels()
   if estimator == "gbt":
     runs = [_gbt_run(np.asarray(sp.z_train[i]), np.asarray(sp.z_test[i]),
                      np.asarray(y_tr[i]), np.asarray(y_te[i]),

@@ -206,6 +206,14 @@ class Split:
   values_train: jax.Array
   values_test: jax.Array
 
+  def run_labels(self) -> tuple[jax.Array, jax.Array]:
+    """(train, test) labels with the runs axis of z: [R, n_*, K]."""
+    r = self.z_train.shape[0]
+    return (jnp.broadcast_to(self.labels_train,
+                             (r,) + self.labels_train.shape[1:]),
+            jnp.broadcast_to(self.labels_test,
+                             (r,) + self.labels_test.shape[1:]))
+
 
 def split(z: jax.Array, fac: Factors, *, key, test_fraction: float,
           z_test=None, factors_test=None, what: str = "z") -> Split:

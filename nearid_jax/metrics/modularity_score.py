@@ -103,8 +103,7 @@ def modularity_explicitness(z, factors, *, key=None,
   sp = inputs.split(zr, fac, key=inputs.default_key(key),
                     test_fraction=test_fraction, z_test=z_test,
                     factors_test=factors_test)
-  y_tr = jnp.broadcast_to(sp.labels_train, (r,) + sp.labels_train.shape[1:])
-  y_te = jnp.broadcast_to(sp.labels_test, (r,) + sp.labels_test.shape[1:])
+  y_tr, y_te = sp.run_labels()
   y_mi = jnp.broadcast_to(jnp.asarray(fac.labels), (r, n, fac.num_factors))
   out = _runs(zr, y_mi, sp.z_train, sp.z_test, y_tr, y_te, fac.num_classes,
               num_bins, max_iter)

@@ -100,7 +100,6 @@ def sap(z, factors, *, key=None, continuous_factors: bool = False,
   if continuous_factors:
     v = jnp.broadcast_to(sp.values_train, (r,) + sp.values_train.shape[1:])
     return inputs.to_host(_runs_continuous(sp.z_train, v), batched)
-  y_tr = jnp.broadcast_to(sp.labels_train, (r,) + sp.labels_train.shape[1:])
-  y_te = jnp.broadcast_to(sp.labels_test, (r,) + sp.labels_test.shape[1:])
+  y_tr, y_te = sp.run_labels()
   out = _runs_discrete(sp.z_train, sp.z_test, y_tr, y_te, fac.num_classes)
   return inputs.to_host(out, batched)
