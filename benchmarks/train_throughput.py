@@ -7,7 +7,8 @@ same process:
   (c) the same model, data and optimizer in PyTorch, one seed after another
       (the usual way; needs `pip install torch==2.13.0`).
 Compile time is excluded from (a) and (b) (one warm-up chunk); PyTorch gets a
-warm-up too. The table reports seed-steps per second and the ratios a/c and
+warm-up too. On CPU the benchmark gives XLA one host device per core, and (a)
+shards its seeds over them (see the note at the import of jax). The table reports seed-steps per second and the ratios a/c and
 a/b.
 
 With --models=conv,mae (or mlp,conv,mae) it also trains image models on
@@ -33,7 +34,17 @@ import os
 import platform
 import time
 
-import jax
+# One XLA host device per core, before JAX starts: (a) shards its seeds over
+# them (the trainer's "seed" mesh axis), so each core runs whole seeds; the
+# single-seed programs of (b) and the image models use one device, whose
+# kernels still spread over all cores through XLA's intra-op thread pool.
+if "xla_force_host_platform_device_count" not in os.environ.get(
+    "XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (
+      os.environ.get("XLA_FLAGS", "") +
+      f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp
 import numpy as np
 
@@ -43,16 +54,21 @@ from nearid_jax.models import conv_ae
 from nearid_jax.models import vit
 
 
-def _config(num_seeds: int, steps: int):
+def _config(num_seeds: int, steps: int, num_devices: int = 1):
   c = train.default_config()
   c.num_seeds, c.num_steps, c.log_every = num_seeds, steps, min(steps, 500)
-  c.progress, c.num_devices = False, 1
+  c.progress, c.num_devices = False, num_devices
   return c
 
 
 def time_vmapped(num_seeds: int, steps: int) -> float:
-  """(a): seconds for `steps` steps of all seeds in one program."""
-  trainer = train.Trainer(_config(num_seeds, steps))
+  """(a): seconds for `steps` steps of all seeds in one program.
+
+  The seeds are sharded over as many devices as divide them evenly.
+  """
+  n_dev = max(d for d in range(1, jax.device_count() + 1)
+              if num_seeds % d == 0)
+  trainer = train.Trainer(_config(num_seeds, steps, n_dev))
   key = jax.random.key(0)
   state = trainer.init_jit(key)
   state, _ = trainer.chunk_jit(state, key)  # compile + warm-up

@@ -65,8 +65,8 @@ GRIDABLE = {
 # Fields that change neither the computation nor its result; a workdir may be
 # resumed with different values.
 _NON_NUMERIC = ("log_every", "checkpoint_every", "keep_checkpoints",
-                "progress", "num_devices", "eval.layers", "eval.batch_size",
-                "eval.pool")
+                "progress", "num_devices", "runs_per_group", "eval.layers",
+                "eval.batch_size", "eval.pool")
 _POOLS = ("flatten", "mean")
 # representations.npz keeps the eval inputs up to this size.
 _MAX_SAVED_INPUTS = 64 << 20
@@ -88,6 +88,10 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000  # a multiple of log_every
   c.keep_checkpoints = 2
   c.num_devices = 0          # 0: all devices
+  # Runs vmapped together on a device; a device's groups run one after
+  # another. 0: auto (4 on CPU, where a group's weights and activations stay
+  # in cache; all of them on GPU/TPU).
+  c.runs_per_group = 0
   c.progress = True
   c.data = data_lib.synthetic.default_config()
   c.model = ml_collections.ConfigDict(dict(
@@ -207,6 +211,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     bad("checkpoint_every", f"= {config.checkpoint_every} must be a multiple "
         f"of log_every = {config.log_every} (checkpoints are taken between "
         "scan chunks).")
+  if config.runs_per_group < 0:
+    bad("runs_per_group", f"must be >= 0 (0: auto), got "
+        f"{config.runs_per_group}.")
   if config.num_devices < 0 or config.num_devices > jax.device_count():
     bad("num_devices", f"= {config.num_devices}, but {jax.device_count()} "
         "device(s) exist; use 0 for all of them.")
@@ -461,8 +468,27 @@ class Trainer:
     def one(st, run_key, hp):
       return jax.lax.scan(lambda s, _: self._step_one(s, run_key, hp), st,
                           None, length=self.config.log_every)
-    return jax.vmap(one)(self._constrain(state), self.run_keys(key),
-                         self._hparams())
+
+    def local(st, run_keys, hp):  # the runs of one device
+      group = self.runs_per_group(run_keys.shape[0])
+      if group == run_keys.shape[0]:
+        return jax.vmap(one)(st, run_keys, hp)
+      return jax.lax.map(lambda a: one(*a), (st, run_keys, hp),
+                         batch_size=group)
+
+    args = (self._constrain(state), self.run_keys(key), self._hparams())
+    if self.mesh.size == 1:
+      return local(*args)
+    # Runs are independent (no collectives), so each device steps its own.
+    return jax.shard_map(local, mesh=self.mesh, in_specs=P("seed"),
+                         out_specs=P("seed"), check_vma=False)(*args)
+
+  def runs_per_group(self, local_runs: int) -> int:
+    """How many of a device's runs are vmapped together (config doc)."""
+    group = self.config.runs_per_group
+    if not group:
+      group = 4 if jax.default_backend() == "cpu" else local_runs
+    return min(group, local_runs)
 
   def evaluate(self, state: TrainState,
                batch: dict[str, Any] | None = None) -> dict[str, Any]:

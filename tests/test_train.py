@@ -78,6 +78,21 @@ def test_sharded_over_8_devices_equals_one_device(trained_three_seeds):
                         atol=1e-6)
 
 
+@pytest.mark.parametrize("num_devices,runs_per_group", [(1, 2), (2, 1)])
+def test_runs_in_groups_equal_all_vmapped(trained_three_seeds, num_devices,
+                                          runs_per_group):
+  # Groups of a device's runs go through lax.map, the rest of the batch by
+  # vmap: the numbers must not depend on how the runs are grouped.
+  _, (state, metrics) = trained_three_seeds
+  config = tiny_config(num_devices=num_devices, runs_per_group=runs_per_group)
+  assert train.Trainer(config).runs_per_group(3) == runs_per_group
+  s1, m1 = jax.jit(train.make_train(config))(jax.random.key(0))
+  np.testing.assert_allclose(m1["loss"], metrics["loss"], rtol=1e-5)
+  for i in range(3):
+    _assert_trees_close(_params(s1, i), _params(state, i), rtol=1e-4,
+                        atol=1e-6)
+
+
 def test_grid_is_a_second_axis_and_divergence_is_isolated():
   # lr = 1e9 blows up; its seeds must be frozen and flagged while the seeds
   # of lr = 1e-3 train exactly as they would alone.
