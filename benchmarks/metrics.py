@@ -31,13 +31,7 @@ import sys
 import time
 import warnings
 
-# One XLA host device per core, so that the runs of a batch spread over the
-# cores (nearid_jax.metrics.inputs.map_runs); must precede the jax import.
-if "xla_force_host_platform_device_count" not in os.environ.get(
-    "XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") +
-      f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
+from benchmarks import host_devices  # noqa: F401  (before jax)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax  # noqa: E402

@@ -38,12 +38,7 @@ import time
 # them (the trainer's "seed" mesh axis), so each core runs whole seeds; the
 # single-seed programs of (b) and the image models use one device, whose
 # kernels still spread over all cores through XLA's intra-op thread pool.
-if "xla_force_host_platform_device_count" not in os.environ.get(
-    "XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (
-      os.environ.get("XLA_FLAGS", "") +
-      f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
-
+from benchmarks import host_devices  # noqa: F401
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp
 import numpy as np

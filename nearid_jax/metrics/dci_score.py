@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nearid_jax import parallel
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
 
@@ -130,7 +131,7 @@ def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_iters"))
 def _runs_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
-  return inputs.map_runs(
+  return parallel.map_runs(
       lambda *a: _run_logistic(*a, num_classes, l1, num_iters),
       z_tr, z_te, y_tr, y_te)
 

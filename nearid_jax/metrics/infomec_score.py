@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from nearid_jax.metrics import information
+from nearid_jax import parallel
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
 
@@ -102,7 +103,7 @@ def _infomec_run(z, noise, labels, num_classes, n_neighbors, max_iter):
                                              "max_iter"))
 def _infomec_runs(z, key, labels, num_classes, n_neighbors, max_iter):
   noise = jax.random.normal(key, z.shape, z.dtype)
-  return inputs.map_runs(
+  return parallel.map_runs(
       lambda *a: _infomec_run(*a, num_classes, n_neighbors, max_iter),
       z, noise, labels)
 

@@ -354,51 +354,6 @@ def map_factors(fn, labels: tuple, num_classes: tuple[int, ...]):
       lambda *a: jnp.concatenate(a, axis=0)[inverse], *outs)
 
 
-def _run_shards(num_runs: int) -> int:
-  """Largest divisor of num_runs that is at most the number of devices."""
-  n_dev = jax.local_device_count()
-  return max(m for m in range(1, min(n_dev, num_runs) + 1)
-             if num_runs % m == 0)
-
-
-def map_runs(fn, *args):
-  """fn applied to each run (leading axis of every arg), inside jit.
-
-  Runs are spread over the local devices with `jax.shard_map` (a mesh axis
-  "runs"; R is split over the largest device count that divides it): several
-  GPUs, or the cores of a CPU host run with one XLA device per core
-  (XLA_FLAGS=--xla_force_host_platform_device_count=<cores>, set before jax
-  is imported), whose devices execute in parallel threads. Within a device,
-  CPU maps its runs one after another (`lax.map`): each run's intermediates
-  then stay cache-sized and its solver loops stop when that run converges,
-  where vmapping 16 runs at once was 1.6x slower; accelerators vmap their
-  runs for parallelism.
-
-  Args:
-    fn: per-run function of arrays without the run axis; returns a pytree.
-    *args: arrays with a leading run axis R.
-
-  Returns:
-    The pytree with a leading run axis.
-  """
-  if jax.default_backend() == "cpu":
-    local = lambda *a: jax.lax.map(lambda b: fn(*b), a)
-  else:
-    local = jax.vmap(fn)
-  shards = _run_shards(args[0].shape[0])
-  if shards == 1:
-    return local(*args)
-  mesh = jax.make_mesh((shards,), ("runs",),
-                       devices=jax.local_devices()[:shards])
-  spec = jax.sharding.PartitionSpec("runs")
-  sharding = jax.sharding.NamedSharding(mesh, spec)
-  args = [jax.reshard(a, sharding) for a in args]
-  # Runs are independent (no collectives), so varying-axis checks add
-  # nothing; they would only force casts on every loop carry.
-  return jax.shard_map(local, mesh=mesh, in_specs=spec, out_specs=spec,
-                       check_vma=False)(*args)
-
-
 def class_major_order(labels: jax.Array, num_classes: int,
                       order: jax.Array | None = None):
   """Stable class-major permutation of rows.

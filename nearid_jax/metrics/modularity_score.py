@@ -21,6 +21,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from nearid_jax import parallel
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
 from nearid_jax.metrics import mig_score
@@ -65,7 +66,7 @@ def _run(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
                                              "max_iter"))
 def _runs(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
           max_iter):
-  return inputs.map_runs(
+  return parallel.map_runs(
       lambda *a: _run(*a, num_classes, num_bins, max_iter),
       z_mi, y_mi, z_tr, z_te, y_tr, y_te)
 

@@ -17,6 +17,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from nearid_jax import parallel
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
 
@@ -57,7 +58,7 @@ def _run_continuous(z_tr, v_tr):
 
 @functools.partial(jax.jit, static_argnames=("num_classes",))
 def _runs_discrete(z_tr, z_te, y_tr, y_te, num_classes):
-  return inputs.map_runs(
+  return parallel.map_runs(
       lambda *a: _run_discrete(*a, num_classes), z_tr, z_te, y_tr, y_te)
 
 
