@@ -369,3 +369,29 @@ def test_lbfgs_ends_when_no_curvature_pair_is_ever_kept():
   x = jax.jit(lambda x0: linear_models.lbfgs_minimize(
       jnp.sum, x0, max_iter=5))(jnp.zeros((2,), jnp.float32))
   np.testing.assert_allclose(x, -5 / np.sqrt(2) * np.ones(2), rtol=1e-5)
+
+
+def test_knn_mutual_info_matches_mutual_info_classif():
+  # Tie-free latents, so sklearn's 1e-10 noise changes no order and the
+  # estimates agree to float32 rounding. Factors cover a class with one
+  # member (left out), one with two (k = 1) and classes that are runs of
+  # the sorted latent (the k-th neighbour always on one side, the search
+  # for m on the other reaching the array's end).
+  from nearid_jax.metrics import information  # pylint: disable=g-import-not-at-top
+  from sklearn import feature_selection  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  n = 700
+  x = rng.standard_normal((n, 3))
+  x[:, 2] = np.sort(x[:, 2])
+  u = np.stack([rng.integers(0, 4, n), rng.integers(0, 12, n),
+                np.arange(n) * 5 // n], 1)
+  u[0, 0], u[1:3, 1] = 4, 12
+  got = jax.jit(lambda z, e, y: information.knn_mutual_info_matrix(
+      z, e, y, 13))(jnp.asarray(x, jnp.float32),
+                    jax.random.normal(jax.random.key(0), (n, 3)),
+                    jnp.asarray(u))
+  for j in range(3):
+    for k in range(3):
+      want = feature_selection.mutual_info_classif(
+          x[:, j:j + 1], u[:, k], n_neighbors=10, random_state=0)[0]
+      assert abs(float(got[j, k]) - want) <= 1e-4, (j, k)

@@ -99,9 +99,39 @@ def sort_with_tiebreak(x: jax.Array, noise: jax.Array):
   return order, x[order], noise[order]
 
 
+def class_major_positions(labels: jax.Array, num_classes: int):
+  """Stable class-major permutation of rows, and the class of each slot.
+
+  Args:
+    labels: [n] int classes in 0..num_classes-1.
+    num_classes: static number of class slots.
+
+  Returns:
+    (perm, cls): perm[j] is the row at class-major position j (rows of
+    class 0 first, in row order), cls[j] its class; both [n] int32.
+  """
+  n = labels.shape[0]
+  if num_classes * n < 2 ** 31:
+    # One sort of int32 keys class * n + row: XLA:CPU sorts a single array
+    # of a primitive type with a plain comparison, about 5x faster than the
+    # (key, index) pair sort of an argsort, and the keys are distinct, so
+    # no stability is needed.
+    key = jnp.sort(labels.astype(jnp.int32) * n +
+                   jnp.arange(n, dtype=jnp.int32))
+    cls = key // n
+    return key - cls * n, cls
+  perm = jnp.argsort(labels, stable=True).astype(jnp.int32)
+  return perm, labels[perm].astype(jnp.int32)
+
+
+def digamma_table(n: int) -> jax.Array:
+  """[n + 1] float32 digamma(0..n) (entry 0 is -inf), gathered by the kNN MI."""
+  return digamma(jnp.arange(n + 1, dtype=jnp.float32))
+
+
 def knn_mutual_info_cd(x: jax.Array, noise: jax.Array, labels: jax.Array,
                        num_classes: int, n_neighbors: int = 10,
-                       sorted_x=None) -> jax.Array:
+                       sorted_x=None, psi=None) -> jax.Array:
   """Ross (2014) kNN estimate of I(x; label), as sklearn computes it.
 
   For each point, r = distance to its k-th nearest neighbour among points of
@@ -110,8 +140,17 @@ def knn_mutual_info_cd(x: jax.Array, noise: jax.Array, labels: jax.Array,
   I = psi(N) + <psi(k)> - <psi(N_class)> - <psi(m)>, over points whose class
   has at least 2 members, clipped at 0.
 
-  Cost: one stable integer sort plus O(k + log n) vectorised gathers per
-  point, given the latent's global order (`sorted_x`, shared by all factors).
+  Cost, given the latent's global order (`sorted_x`, shared by all
+  factors): one int32 sort (the class-major order), then per point a
+  bisection for the k-th neighbour (log2(k + 1) steps: the k nearest
+  same-class points are the a nearest on the left and k - a on the right,
+  and a is the last count at which the a-th left distance is below the
+  (k + 1 - a)-th right one) and one bisection for m, on the side away from
+  the k-th neighbour only: between the point and the k-th neighbour every
+  point is inside (distance grows monotonically along the global order), and
+  on the other side the boundary lies between the last same-class point
+  taken and the first not taken, usually a few positions apart. The loop
+  runs until the widest such gap is closed.
 
   Args:
     x: [n] float continuous variable.
@@ -120,6 +159,7 @@ def knn_mutual_info_cd(x: jax.Array, noise: jax.Array, labels: jax.Array,
     num_classes: static upper bound on the classes.
     n_neighbors: k.
     sorted_x: optional `sort_with_tiebreak(x, noise)`.
+    psi: optional `digamma_table(n)` (shared by all calls of one size).
 
   Returns:
     float32 scalar, nats.
@@ -128,90 +168,102 @@ def knn_mutual_info_cd(x: jax.Array, noise: jax.Array, labels: jax.Array,
   kk = n_neighbors
   if sorted_x is None:
     sorted_x = sort_with_tiebreak(x, noise)
+  if psi is None:
+    psi = digamma_table(n)
   gorder, gx, gn = sorted_x
-  gl = labels[gorder]
   counts = jnp.zeros((num_classes,), jnp.int32).at[labels].add(1)
-  gcount = counts[gl]
-  ginc = gcount > 1
-  gk = jnp.minimum(kk, gcount - 1)
+  start = jnp.cumsum(counts) - counts
+  # Everything below is indexed by class-major position j (the classes'
+  # members contiguous, in the global (value, noise) order); g[j] is the
+  # point's global position.
+  gl = labels[gorder]
+  g, cls = class_major_positions(gl, num_classes)
+  cx, cn = gx[g], gn[g]
+  ccount = counts[cls]
+  cstart = start[cls]
+  cend = cstart + ccount
+  ck = jnp.minimum(kk, ccount - 1)
+  j = jnp.arange(n, dtype=jnp.int32)
+  neg_inf = jnp.array(-jnp.inf, x.dtype)
 
-  # Class-major order that keeps the (value, noise) order inside each class:
-  # a class's members are then contiguous, neighbours adjacent.
-  corder, _, start = inputs.class_major_order(gl, num_classes)
-  cx, cn = gx[corder], gn[corder]
-  cstart = start[gl[corder]]
-  cend = cstart + gcount[corder]
-  idx = jnp.arange(n)
-
-  # k-th nearest same-class neighbour: merge the left run (distances growing
-  # leftwards) with the right run (growing rightwards), k steps.
-  def cand(pos, direction):
-    valid = (pos >= cstart) & (pos < cend)
-    q = jnp.clip(pos, 0, n - 1)
-    if direction > 0:
-      p, s = cx[q] - cx, cn[q] - cn
-    else:
-      p, s = cx - cx[q], cn - cn[q]
-    return jnp.where(valid, p, jnp.inf), jnp.where(valid, s, jnp.inf)
-
-  ck = gk[corder]
-
-  def merge_step(t, carry):
-    lp, rp, r_p, r_s = carry
-    lpv, lsv = cand(lp, -1)
-    rpv, rsv = cand(rp, +1)
-    take_left = _lex_less(lpv, lsv, rpv, rsv)
-    p = jnp.where(take_left, lpv, rpv)
-    s = jnp.where(take_left, lsv, rsv)
-    hit = ck == t + 1
-    r_p = jnp.where(hit, p, r_p)
-    r_s = jnp.where(hit, s, r_s)
-    return (jnp.where(take_left, lp - 1, lp), jnp.where(take_left, rp, rp + 1),
-            r_p, r_s)
-
-  zeros = jnp.zeros((n,), x.dtype)
-  _, _, r_p_c, r_s_c = jax.lax.fori_loop(
-      0, kk, merge_step, (idx - 1, idx + 1, zeros, zeros))
-  rp = zeros.at[corder].set(r_p_c)     # back to global order
-  rs = zeros.at[corder].set(r_s_c)
-
-  # m: included points strictly inside the radius. Distance grows
-  # monotonically away from a point in the global order: binary search each
-  # side for the number of inside positions.
-  prefix = jnp.concatenate([jnp.zeros((1,), jnp.int32),
-                            jnp.cumsum(ginc.astype(jnp.int32))])
-  steps = max(1, int(n).bit_length()) + 1
-
-  def inside(q, direction):
+  def side(t, direction):
+    """Distance (value part, noise part) to the t-th same-class point on a
+    side (t >= 0; t = 0 gives -inf, past the class's end +inf)."""
+    q = j + direction * t
+    valid = (q >= cstart) & (q < cend)
     qc = jnp.clip(q, 0, n - 1)
     if direction > 0:
-      p, s = gx[qc] - gx, gn[qc] - gn
+      p, s = cx[qc] - cx, cn[qc] - cn
     else:
-      p, s = gx - gx[qc], gn - gn[qc]
-    return _lex_less(p, s, rp, rs) & (q >= 0) & (q < n)
+      p, s = cx - cx[qc], cn - cn[qc]
+    p = jnp.where(valid, p, jnp.inf)
+    s = jnp.where(valid, s, jnp.inf)
+    return jnp.where(t == 0, neg_inf, p), jnp.where(t == 0, neg_inf, s)
 
-  def search(direction):
-    def body(_, carry):
-      lo, hi = carry  # lo positions are inside, hi is not
-      mid = (lo + hi) // 2
-      ok = inside(idx + direction * mid, direction) | (mid == 0)
-      return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
+  # a = number of the k nearest same-class points on the left: the largest
+  # a in [0, k] with left(a) < right(k + 1 - a) (true at a = 0, monotone).
+  def kth_step(_, carry):
+    lo, hi = carry
+    mid = (lo + hi) // 2
+    ok = _lex_less(*side(mid, -1), *side(ck + 1 - mid, +1))
+    go = hi - lo > 1
+    return jnp.where(go & ok, mid, lo), jnp.where(go & ~ok, mid, hi)
 
-    lo, _ = jax.lax.fori_loop(
-        0, steps, body, (jnp.zeros((n,), jnp.int32),
-                         jnp.full((n,), n, jnp.int32)))
-    return lo
+  a, _ = jax.lax.fori_loop(0, max(1, int(kk).bit_length()), kth_step,
+                           (jnp.zeros_like(j), ck + 1))
+  b = ck - a
+  lp, ls = side(a, -1)
+  rp, rs = side(b, +1)
+  kth_left = _lex_less(rp, rs, lp, ls)
+  r_p = jnp.where(kth_left, lp, rp)
+  r_s = jnp.where(kth_left, ls, rs)
 
-  t_right = search(+1)
-  t_left = search(-1)
-  m = prefix[idx + t_right + 1] - prefix[idx - t_left]
+  # m on the far side (away from the k-th neighbour), by bisection of the
+  # offset from the point: `near` is inside (the last same-class point
+  # taken there, or the point itself), `far` is not (the first one not
+  # taken, or one past the array's end).
+  d = jnp.where(kth_left, 1, -1).astype(jnp.int32)
+  taken = jnp.where(kth_left, b, a)
+  g_at = lambda q: g[jnp.clip(q, 0, n - 1)]
+  near = jnp.abs(g_at(j + d * taken) - g)
+  q_far = j + d * (taken + 1)
+  far = jnp.where((q_far >= cstart) & (q_far < cend),
+                  jnp.abs(g_at(q_far) - g),
+                  jnp.where(d > 0, n - g, g + 1))
+  # Points of single-member classes are left out of the estimate: no search.
+  far = jnp.where(ck > 0, far, near + 1)
 
-  w = ginc.astype(jnp.float32)
+  def inside(off):
+    q = g + d * off
+    qc = jnp.clip(q, 0, n - 1)
+    p = jnp.where(d > 0, gx[qc] - cx, cx - gx[qc])
+    s = jnp.where(d > 0, gn[qc] - cn, cn - gn[qc])
+    return _lex_less(p, s, r_p, r_s) & (q >= 0) & (q < n)
+
+  def m_step(carry):
+    lo, hi = carry
+    mid = (lo + hi) // 2
+    go = hi - lo > 1
+    ok = inside(mid)
+    return jnp.where(go & ok, mid, lo), jnp.where(go & ~ok, mid, hi)
+
+  off, _ = jax.lax.while_loop(lambda c: jnp.any(c[1] - c[0] > 1), m_step,
+                              (near, far))
+  # The near side: every point strictly between the point and its k-th
+  # neighbour (at global position g_k).
+  g_k = jnp.where(kth_left, g_at(j - a), g_at(j + b))
+  inc = (counts > 1).astype(jnp.int32)
+  prefix = jnp.concatenate([jnp.zeros((1,), jnp.int32), jnp.cumsum(inc[gl])])
+  lo_pos = jnp.where(kth_left, g_k + 1, g - off)
+  hi_pos = jnp.where(kth_left, g + off + 1, g_k)
+  m = prefix[hi_pos] - prefix[lo_pos]
+
+  cinc = ccount > 1
+  w = cinc.astype(jnp.float32)
   n_inc = jnp.sum(w)
-  safe = lambda a: jnp.where(ginc, a, 1).astype(jnp.float32)
-  mean = lambda a: jnp.sum(w * a) / jnp.maximum(n_inc, 1.0)
-  mi = (digamma(jnp.maximum(n_inc, 1.0)) + mean(digamma(safe(gk)))
-        - mean(digamma(safe(gcount))) - mean(digamma(safe(m))))
+  mean = lambda a: jnp.sum(jnp.where(cinc, a, 0.0)) / jnp.maximum(n_inc, 1.0)
+  mi = (digamma(jnp.maximum(n_inc, 1.0)) + mean(psi[ck]) - mean(psi[ccount])
+        - mean(psi[jnp.clip(m, 0, n)]))
   return jnp.where(n_inc > 0, jnp.maximum(mi, 0.0), 0.0)
 
 
@@ -227,9 +279,16 @@ def knn_mutual_info_matrix(z: jax.Array, noise: jax.Array,
     num_classes: static (padded) number of classes.
     n_neighbors: k.
   """
-  def per_latent(x, e):
+  psi = digamma_table(z.shape[0])
+
+  def per_latent(xe):
+    x, e = xe
     srt = sort_with_tiebreak(x, e)
     return jax.vmap(lambda y: knn_mutual_info_cd(
-        x, e, y, num_classes, n_neighbors, sorted_x=srt), in_axes=1)(labels)
+        x, e, y, num_classes, n_neighbors, sorted_x=srt, psi=psi),
+                    in_axes=1)(labels)
 
-  return jax.vmap(per_latent, in_axes=(1, 1))(z, noise)
+  # Latents one after another (factors batched): one latent's [K, n]
+  # intermediates stay in cache, where all d latents' [d, K, n] did not
+  # (1.6x faster on CPU for d = 20, K = 6, n = 10,000).
+  return jax.lax.map(per_latent, (z.T, noise.T))
