@@ -40,6 +40,7 @@ from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
+from nearid_jax import parallel
 from nearid_jax import validation
 
 __all__ = [
@@ -53,6 +54,8 @@ _HIGHEST = lax.Precision.HIGHEST
 # accelerators want few, large chunks.
 _CPU_CHUNK_ELEMS = 1 << 19
 _ACCEL_CHUNK_ELEMS = 1 << 26
+# Fewest rows per device when one run's rows are split over devices.
+_MIN_SHARD_ROWS = 4096
 
 
 class ConvergenceWarning(UserWarning):
@@ -106,6 +109,7 @@ class _Config:
   n_restarts: int
   chunk_size: int
   has_w_init: bool
+  row_shards: int = 1  # devices one run's rows are split over
 
 
 # ---------------------------------------------------------------------------
@@ -172,28 +176,6 @@ def _objective(fun, alpha, sums, n, dtype):
 # Row-chunked reductions.
 
 
-def _row_sum(fn: Callable, x: jax.Array, chunk: int):
-  """Sum over consecutive row chunks of `x` [n, m] of the pytree fn(rows)."""
-  n = x.shape[0]
-  nc, rem = divmod(n, chunk)
-  out = None
-  if nc == 1:
-    out = fn(x[:chunk])
-  elif nc > 1:
-    shapes = jax.eval_shape(
-        fn, jax.ShapeDtypeStruct((chunk,) + x.shape[1:], x.dtype))
-    init = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
-    def body(i, acc):
-      xc = lax.dynamic_slice_in_dim(x, i * chunk, chunk, axis=0)
-      return jax.tree.map(jnp.add, acc, fn(xc))
-    out = lax.fori_loop(0, nc, body, init)
-  if rem:
-    tail = fn(x[nc * chunk:])
-    out = tail if out is None else jax.tree.map(jnp.add, out, tail)
-  return out
-
-
 def _auto_chunk(n: int, k: int, batch: int = 1) -> int:
   """Rows per chunk for k columns; `batch` runs share a chunk under vmap."""
   if jax.default_backend() == "cpu":
@@ -220,21 +202,30 @@ def _rank_rtol(d: int, dtype, solver: str) -> float:
   return 4 * eps if solver == "eigh" else d * (4 * eps) ** 2
 
 
-def _whiten(x, solver: str, chunk: int):
-  """Mean, eigenvalues (descending), eigenvectors [d, d] of the covariance."""
+def _whiten(x, solver: str, chunk: int, shards: int = 1):
+  """Mean, eigenvalues (descending), eigenvectors [d, d] of the covariance.
+
+  shards > 1 splits the rows over that many devices (`parallel.Rows`).
+  """
   n, _ = x.shape
-  mean = jnp.mean(x, axis=0)
+  rows = parallel.Rows(x, shards, chunk)
+  mean = rows.sum(lambda xc: jnp.sum(xc, axis=0)) / n
   if solver == "eigh":
     def gram(xc):
       xc = xc - mean
       return jnp.matmul(xc.T, xc, precision=_HIGHEST)
-    cov = _row_sum(gram, x, chunk) / n
+    cov = rows.sum(gram) / n
     lam, u = jnp.linalg.eigh(cov)
     lam, u = lam[::-1], u[:, ::-1]
   else:
     # QR first so the SVD is of a [d, d] factor; the singular values are
     # those of the centred data, without squaring its condition number.
-    r = jnp.linalg.qr(x - mean, mode="r")
+    # Split rows: the R factors of the blocks, stacked, have the same R
+    # factor as all rows (tall-skinny QR).
+    qr_r = lambda a: jnp.linalg.qr(a - mean, mode="r")  # noqa: E731
+    r = rows.blocks(qr_r)
+    if shards > 1:
+      r = jnp.linalg.qr(jnp.concatenate([r, rows.tail - mean]), mode="r")
     _, s, vt = jnp.linalg.svd(r, full_matrices=False)
     lam, u = s * s / n, vt.T
   # scikit-learn's convention: each eigenvector's first entry is positive.
@@ -281,15 +272,15 @@ def _sym_decorrelation(w):
   return step(step(x)[0])[0]
 
 
-def _solve_parallel(xw, w_init, tol, max_iter, g, chunk):
-  n = xw.shape[0]
+def _solve_parallel(xw: parallel.Rows, w_init, tol, max_iter, g):
+  n = xw.n
 
   def update(w):
     def moments(xc):
       y = jnp.matmul(w, xc.T, precision=_HIGHEST)  # [k, c]
       gy, gp = g(y)
       return jnp.matmul(gy, xc, precision=_HIGHEST), gp
-    gx, gp = _row_sum(moments, xw, chunk)
+    gx, gp = xw.sum(moments)
     return _sym_decorrelation(gx / n - (gp / n)[:, None] * w)
 
   def cond(state):
@@ -303,13 +294,13 @@ def _solve_parallel(xw, w_init, tol, max_iter, g, chunk):
     return i + 1, w1, lim
 
   w0 = _sym_decorrelation(w_init)
-  init = (jnp.zeros((), jnp.int32), w0, jnp.full((), jnp.inf, xw.dtype))
+  init = (jnp.zeros((), jnp.int32), w0, jnp.full((), jnp.inf, w0.dtype))
   n_iter, w, lim = lax.while_loop(cond, body, init)
   return w, n_iter, lim
 
 
-def _solve_deflation(xw, w_init, tol, max_iter, g, chunk):
-  n, k = xw.shape
+def _solve_deflation(xw: parallel.Rows, w_init, tol, max_iter, g):
+  n, k = xw.n, w_init.shape[0]
 
   def component(j, carry):
     big_w, n_iter_max, lim_max = carry
@@ -321,7 +312,7 @@ def _solve_deflation(xw, w_init, tol, max_iter, g, chunk):
         y = jnp.matmul(w[None], xc.T, precision=_HIGHEST)  # [1, c]
         gy, gp = g(y)
         return jnp.matmul(gy, xc, precision=_HIGHEST)[0], gp[0]
-      gx, gp = _row_sum(moments, xw, chunk)
+      gx, gp = xw.sum(moments)
       w1 = gx / n - gp / n * w
       # Rows >= j of big_w are still zero, so this is Gram-Schmidt against
       # the components already found.
@@ -338,14 +329,14 @@ def _solve_deflation(xw, w_init, tol, max_iter, g, chunk):
       w1 = update(w)
       return i + 1, w1, jnp.abs(jnp.abs(jnp.sum(w1 * w)) - 1)
 
-    init = (jnp.zeros((), jnp.int32), w, jnp.full((), jnp.inf, xw.dtype))
+    init = (jnp.zeros((), jnp.int32), w, jnp.full((), jnp.inf, w.dtype))
     i, w, lim = lax.while_loop(cond, body, init)
     # NaN-aware maximum, so an invalid run reports NaN rather than hiding it.
     lim_max = jnp.where(jnp.isnan(lim) | (lim > lim_max), lim, lim_max)
     return big_w.at[j].set(w), jnp.maximum(n_iter_max, i), lim_max
 
-  init = (jnp.zeros((k, k), xw.dtype), jnp.zeros((), jnp.int32),
-          jnp.zeros((), xw.dtype))
+  init = (jnp.zeros((k, k), w_init.dtype), jnp.zeros((), jnp.int32),
+          jnp.zeros((), w_init.dtype))
   return lax.fori_loop(0, k, component, init)
 
 
@@ -359,7 +350,6 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
   n, d = x.shape
   k = cfg.n_components
   dtype = x.dtype
-  chunk = cfg.chunk_size
 
   rtol = _rank_rtol(d, dtype, cfg.whiten_solver)
   rank = jnp.sum(lam > lam[0] * rtol).astype(jnp.int32)
@@ -369,7 +359,8 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
   lam_k = jnp.where(valid, lam[:k], 1)
   u_k = jnp.where(valid, u[:, :k], jnp.eye(d, k, dtype=dtype))
   whitening = (u_k * lax.rsqrt(lam_k)).T  # [k, d]
-  xw = jnp.matmul(x - mean, whitening.T, precision=_HIGHEST)  # [n, k]
+  xw = parallel.Rows(x, cfg.row_shards, cfg.chunk_size).apply(
+      lambda xc: jnp.matmul(xc - mean, whitening.T, precision=_HIGHEST))
 
   g = _contrast(cfg.fun, alpha)
   solve = (_solve_parallel if cfg.algorithm == "parallel"
@@ -381,10 +372,10 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
     inits = jax.random.normal(key, (cfg.n_restarts, k, k), dtype)
   if cfg.n_restarts == 1:
     ws, n_iters, lims = jax.tree.map(
-        lambda a: a[None], solve(xw, inits[0], tol, max_iter, g, chunk))
+        lambda a: a[None], solve(xw, inits[0], tol, max_iter, g))
   else:
     ws, n_iters, lims = jax.vmap(
-        lambda w0: solve(xw, w0, tol, max_iter, g, chunk))(inits)
+        lambda w0: solve(xw, w0, tol, max_iter, g))(inits)
 
   # One pass over the data for the moments of every candidate's outputs
   # (mean, variance, third moment, contrast), without materialising them.
@@ -396,7 +387,7 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
     y = y.reshape(n_cand, k, -1)
     return (jnp.sum(y, -1), jnp.sum(y * y, -1), jnp.sum(y * y * y, -1),
             jax.vmap(h)(y))
-  s1, s2, s3, hs = _row_sum(moments, xw, chunk)
+  s1, s2, s3, hs = xw.sum(moments)
   objs = jax.vmap(lambda t: _objective(cfg.fun, alpha, t, n, dtype))(hs)
   best = jnp.argmax(jnp.where(jnp.isnan(objs), -jnp.inf, objs))
   w, n_iter, lim, objective = ws[best], n_iters[best], lims[best], objs[best]
@@ -419,7 +410,8 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
   # everywhere for an invalid run.
   scale = jnp.where(valid, sign / std, jnp.nan)
   w_out = w * scale[:, None]
-  sources = jnp.matmul(xw, w_out.T, precision=_HIGHEST)  # [n, k]
+  sources = xw.apply(
+      lambda xc: jnp.matmul(xc, w_out.T, precision=_HIGHEST)).concat()
   unmixing = jnp.matmul(w_out, whitening, precision=_HIGHEST)
   mixing = mixing * jnp.where(valid, sign, jnp.nan)
   nan = lambda a: jnp.where(valid, a, jnp.nan)  # noqa: E731
@@ -431,19 +423,21 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
 
 def _fit_one(x, key, w_init, tol, max_iter, alpha, cfg: _Config) -> ICAResult:
   """FastICA of one run x [n, d]; pure, jittable and vmappable."""
-  mean, lam, u = _whiten(x, cfg.whiten_solver, cfg.chunk_size)
+  mean, lam, u = _whiten(x, cfg.whiten_solver, cfg.chunk_size,
+                         cfg.row_shards)
   return _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u, cfg)
 
 
 def _batch_mode() -> str:
-  """How a stack of runs is batched: "vmap" on accelerators, "map" on CPU.
+  """How a stack of runs is batched: "devices" (default) or "vmap".
 
-  `jax.vmap` turns the runs' products into batched products that fill an
-  accelerator. On CPU a batched product of small matrices is slower than the
-  same products one run at a time, so there the runs go through `lax.map`:
-  still one compiled program, each run iterating until it alone converges.
+  "devices": `parallel.map_runs`, which spreads the runs over the local
+  devices and, within a device, maps them one at a time on CPU (a batched
+  product of small matrices is slower there than the same products one run
+  at a time, and each run iterates until it alone converges) or vmaps them
+  on accelerators. "vmap": a plain `jax.vmap` (kept for tests).
   """
-  return "map" if jax.default_backend() == "cpu" else "vmap"
+  return "devices"
 
 
 def _over_runs(fn, batch, in_axes):
@@ -452,20 +446,13 @@ def _over_runs(fn, batch, in_axes):
     return fn
   if batch == "vmap":
     return jax.vmap(fn, in_axes=in_axes)
-
-  def mapped(*args):
-    per_run = [a for a, ax in zip(args, in_axes) if ax == 0]
-
-    def one(xs):
-      it = iter(xs)
-      return fn(*[next(it) if ax == 0 else a for a, ax in zip(args, in_axes)])
-    return lax.map(one, per_run)
-  return mapped
+  return lambda *args: parallel.map_runs(fn, *args, in_axes=in_axes)
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "chunk", "batch"))
-def _whiten_jit(x, *, solver, chunk, batch):
-  fn = functools.partial(_whiten, solver=solver, chunk=chunk)
+@functools.partial(jax.jit,
+                   static_argnames=("solver", "chunk", "batch", "shards"))
+def _whiten_jit(x, *, solver, chunk, batch, shards):
+  fn = functools.partial(_whiten, solver=solver, chunk=chunk, shards=shards)
   return _over_runs(fn, batch, (0,))(x)
 
 
@@ -607,6 +594,17 @@ def fastica(x, key, *, n_components: int | str | None = None,
     ...     [[1., 2, 0], [0, 1, 1], [1, 0, 3]]))) < 0.05
     True
   """
+  with parallel.single_threaded_blas():
+    return _fastica(x, key, n_components=n_components, algorithm=algorithm,
+                    fun=fun, fun_alpha=fun_alpha, whiten_solver=whiten_solver,
+                    tol=tol, max_iter=max_iter, w_init=w_init,
+                    n_restarts=n_restarts, chunk_size=chunk_size)
+
+
+def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
+             whiten_solver, tol, max_iter, w_init, n_restarts,
+             chunk_size) -> ICAResult:
+  """fastica, inside single_threaded_blas."""
   validation.check_float("x", x)
   validation.check_ndim("x", x, (2, 3), "([n, d] one run or [R, n, d] runs)")
   if algorithm not in ("parallel", "deflation"):
@@ -645,7 +643,17 @@ def fastica(x, key, *, n_components: int | str | None = None,
                      f"need n > n_components.")
 
   concrete = validation.is_concrete(x)
-  xj = jnp.asarray(x)
+  # One run's rows are split over the local devices (each core of a CPU
+  # host run with one XLA device per core, or several GPUs); a stack of
+  # runs is split by runs instead (`_batch_mode`).
+  shards = 1 if batched else parallel.row_shards(n, _MIN_SHARD_ROWS)
+  # Concrete data go straight to the devices that use them (one copy per
+  # device, in parallel) rather than to one device and on inside the program.
+  sharding = None
+  if concrete:
+    sharding = (parallel.run_sharding(n_runs) if batched
+                else parallel.row_sharding(n, shards))
+  xj = jnp.asarray(x) if sharding is None else jax.device_put(x, sharding)
   if xj.dtype not in (jnp.float32, jnp.float64):
     xj = xj.astype(jnp.float32)  # half precision: compute in float32
   if not concrete and n_components == "auto":
@@ -665,13 +673,14 @@ def fastica(x, key, *, n_components: int | str | None = None,
     chunk_size = _auto_chunk(n, d, n_runs or 1)
   cfg = _Config(n_components=want, algorithm=algorithm, fun=fun,
                 whiten_solver=whiten_solver, n_restarts=int(n_restarts),
-                chunk_size=int(chunk_size), has_w_init=w_init is not None)
+                chunk_size=int(chunk_size), has_w_init=w_init is not None,
+                row_shards=shards)
   # The whitening statistics come first (a small program) so the rank is
   # checked on the host before the ICA program is compiled; the ICA reuses
   # them rather than recomputing.
   batch = _batch_mode() if batched else None
   mean, lam, u = _whiten_jit(xj, solver=whiten_solver, chunk=cfg.chunk_size,
-                             batch=batch)
+                             batch=batch, shards=shards)
   k = want
   if concrete:
     rank = _check_rank(x, np.asarray(lam), n_components, whiten_solver,
@@ -680,7 +689,7 @@ def fastica(x, key, *, n_components: int | str | None = None,
       k = rank
       if k < d:
         warnings.warn(f"n_components='auto': reducing to the numerical rank "
-                      f"k={k} of d={d}.", stacklevel=2)
+                      f"k={k} of d={d}.", stacklevel=3)
       cfg = dataclasses.replace(cfg, n_components=k)
   if w_init is not None:
     w_init = jnp.asarray(w_init)
@@ -702,7 +711,7 @@ def fastica(x, key, *, n_components: int | str | None = None,
           f"FastICA did not converge{which} within max_iter={max_iter} "
           f"(final delta {np.max(delta):.2e} >= tol={tol}); increase "
           f"max_iter or tol, or try n_restarts > 1.", ConvergenceWarning,
-          stacklevel=2)
+          stacklevel=3)
   return res
 
 

@@ -255,6 +255,26 @@ def test_vmapped_batch_equals_runs_one_by_one(small):
                                 np.asarray(batch.unmixing))
 
 
+@pytest.mark.parametrize("algorithm,solver", [("parallel", "eigh"),
+                                              ("deflation", "svd")])
+def test_rows_split_over_devices_equal_one_device(small, monkeypatch,
+                                                  algorithm, solver):
+  # A single run's rows go to all 8 test devices once each device gets
+  # _MIN_SHARD_ROWS rows; the sums then add per-device partial sums.
+  x, _ = small
+  x = x[:1001]  # 8 blocks of 125 rows and a tail of 1
+  kw = dict(algorithm=algorithm, whiten_solver=solver, chunk_size=64)
+  one = ica.fastica(x, jax.random.key(3), **kw)
+  monkeypatch.setattr(ica, "_MIN_SHARD_ROWS", 100)
+  split = ica.fastica(x, jax.random.key(3), **kw)
+  assert split.sources.shape == one.sources.shape
+  assert int(split.n_iter) == int(one.n_iter)
+  for f in ("unmixing", "mixing", "sources", "mean"):
+    np.testing.assert_allclose(np.asarray(getattr(split, f)),
+                               np.asarray(getattr(one, f)),
+                               rtol=2e-3, atol=2e-4, err_msg=f)
+
+
 def test_same_key_gives_identical_results(small):
   x, _ = small
   a = ica.fastica(x, jax.random.key(4), algorithm="deflation")
@@ -267,9 +287,10 @@ def test_same_key_gives_identical_results(small):
 # Non-convergence and bad input.
 
 
-@pytest.mark.parametrize("batch_mode", ["map", "vmap"])
+@pytest.mark.parametrize("batch_mode", ["devices", "vmap"])
 def test_non_convergence_reported_per_run(small, monkeypatch, batch_mode):
-  # "map" is what CPUs use for a stack of runs, "vmap" what accelerators use.
+  # "devices" (the default) spreads runs over devices and maps them one at a
+  # time on CPU; "vmap" is one batched program.
   monkeypatch.setattr(ica, "_batch_mode", lambda: batch_mode)
   x, _ = small
   gauss = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
