@@ -54,8 +54,11 @@ _HIGHEST = lax.Precision.HIGHEST
 # accelerators want few, large chunks.
 _CPU_CHUNK_ELEMS = 1 << 19
 _ACCEL_CHUNK_ELEMS = 1 << 26
-# Fewest rows per device when one run's rows are split over devices.
+# Fewest rows per device when one run's rows are split over devices, and per
+# dimension: the [k, k] work of an iteration (the polar decomposition) is
+# repeated on every device, so splitting only pays when the rows dominate.
 _MIN_SHARD_ROWS = 4096
+_MIN_SHARD_ROWS_PER_DIM = 64
 
 
 class ConvergenceWarning(UserWarning):
@@ -646,7 +649,8 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
   # One run's rows are split over the local devices (each core of a CPU
   # host run with one XLA device per core, or several GPUs); a stack of
   # runs is split by runs instead (`_batch_mode`).
-  shards = 1 if batched else parallel.row_shards(n, _MIN_SHARD_ROWS)
+  shards = 1 if batched else parallel.row_shards(
+      n, max(_MIN_SHARD_ROWS, _MIN_SHARD_ROWS_PER_DIM * d))
   # Concrete data go straight to the devices that use them (one copy per
   # device, in parallel) rather than to one device and on inside the program.
   sharding = None

@@ -266,6 +266,7 @@ def test_rows_split_over_devices_equal_one_device(small, monkeypatch,
   kw = dict(algorithm=algorithm, whiten_solver=solver, chunk_size=64)
   one = ica.fastica(x, jax.random.key(3), **kw)
   monkeypatch.setattr(ica, "_MIN_SHARD_ROWS", 100)
+  monkeypatch.setattr(ica, "_MIN_SHARD_ROWS_PER_DIM", 1)
   split = ica.fastica(x, jax.random.key(3), **kw)
   assert split.sources.shape == one.sources.shape
   assert int(split.n_iter) == int(one.n_iter)
