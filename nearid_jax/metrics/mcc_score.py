@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from nearid_jax import assignment
+from nearid_jax import parallel
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
 
@@ -38,7 +39,7 @@ def rank_columns(a: jax.Array) -> jax.Array:
 
 def _run(z, v, spearman):
   if spearman:
-    z, v = rank_columns(z), rank_columns(v)
+    z = rank_columns(z)          # v comes ranked (once for all runs)
   corr = correlation_matrix(z, v)                  # [d, K]
   rows, cols = assignment.linear_sum_assignment(-jnp.abs(corr))
   return {"mcc": jnp.mean(jnp.abs(corr[rows, cols]))}
@@ -46,7 +47,10 @@ def _run(z, v, spearman):
 
 @functools.partial(jax.jit, static_argnames=("spearman",))
 def _runs(z, v, spearman):
-  return jax.vmap(_run, in_axes=(0, 0, None))(z, v, spearman)
+  if spearman:
+    v = jax.vmap(rank_columns)(v)
+  v = jnp.broadcast_to(v, z.shape[:2] + v.shape[2:])
+  return parallel.map_runs(lambda a, b: _run(a, b, spearman), z, v)
 
 
 def mcc(z, factors, *, method: str = "pearson") -> dict:
@@ -73,5 +77,5 @@ def mcc(z, factors, *, method: str = "pearson") -> dict:
   zr, batched = inputs.as_runs("z", z)
   r, n, _ = zr.shape
   fac = inputs.encode_factors("factors", factors, n, r, warn=False)
-  v = jnp.broadcast_to(jnp.asarray(fac.values), (r, n, fac.num_factors))
-  return inputs.to_host(_runs(zr, v, method == "spearman"), batched)
+  out = _runs(zr, jnp.asarray(fac.values), method == "spearman")
+  return inputs.to_host(out, batched)
