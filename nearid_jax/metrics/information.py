@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma
 
-from nearid_jax.metrics import inputs
+from nearid_jax.metrics import sorting
 
 
 def histogram_discretize(z: jax.Array, num_bins: int = 20) -> jax.Array:
@@ -95,33 +95,8 @@ def _lex_less(p1, s1, p2, s2):
 
 def sort_with_tiebreak(x: jax.Array, noise: jax.Array):
   """Global order of a latent by (value, noise): (order, sorted x, noise)."""
-  order = jnp.lexsort((noise, x))
+  order = sorting.lexsort2(noise, x)
   return order, x[order], noise[order]
-
-
-def class_major_positions(labels: jax.Array, num_classes: int):
-  """Stable class-major permutation of rows, and the class of each slot.
-
-  Args:
-    labels: [n] int classes in 0..num_classes-1.
-    num_classes: static number of class slots.
-
-  Returns:
-    (perm, cls): perm[j] is the row at class-major position j (rows of
-    class 0 first, in row order), cls[j] its class; both [n] int32.
-  """
-  n = labels.shape[0]
-  if num_classes * n < 2 ** 31:
-    # One sort of int32 keys class * n + row: XLA:CPU sorts a single array
-    # of a primitive type with a plain comparison, about 5x faster than the
-    # (key, index) pair sort of an argsort, and the keys are distinct, so
-    # no stability is needed.
-    key = jnp.sort(labels.astype(jnp.int32) * n +
-                   jnp.arange(n, dtype=jnp.int32))
-    cls = key // n
-    return key - cls * n, cls
-  perm = jnp.argsort(labels, stable=True).astype(jnp.int32)
-  return perm, labels[perm].astype(jnp.int32)
 
 
 def digamma_table(n: int) -> jax.Array:
@@ -177,7 +152,7 @@ def knn_mutual_info_cd(x: jax.Array, noise: jax.Array, labels: jax.Array,
   # members contiguous, in the global (value, noise) order); g[j] is the
   # point's global position.
   gl = labels[gorder]
-  g, cls = class_major_positions(gl, num_classes)
+  g, cls = sorting.class_major_order(gl, num_classes)
   cx, cn = gx[g], gn[g]
   ccount = counts[cls]
   cstart = start[cls]

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nearid_jax import validation
+from nearid_jax.metrics import sorting
 
 MAX_CATEGORIES = 64
 NUM_FACTOR_BINS = 20
@@ -369,7 +370,7 @@ def class_major_order(labels: jax.Array, num_classes: int,
     (rows of class 0 first, in `order`), counts [C] and start [C] int32.
   """
   lab = labels if order is None else labels[order]
-  perm = jnp.argsort(lab, stable=True)
+  perm, _ = sorting.class_major_order(lab, num_classes)
   if order is not None:
     perm = order[perm]
   counts = jnp.zeros((num_classes,), jnp.int32).at[labels].add(1)

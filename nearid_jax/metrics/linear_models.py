@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from nearid_jax.metrics import inputs
+from nearid_jax.metrics import sorting
 
 _HI = jax.lax.Precision.HIGHEST
 
@@ -238,7 +239,7 @@ def fit_linear_svc_1d(x: jax.Array, y: jax.Array, class_mask: jax.Array,
   xs = x - mu
 
   feats = lambda v: jnp.stack([jnp.ones_like(v), v, v * v], -1)
-  gorder = jnp.argsort(xs) if order is None else order
+  gorder = sorting.stable_argsort(xs) if order is None else order
   gx = xs[gorder]
   gpre = jnp.concatenate([jnp.zeros((1, 3), x.dtype),
                           jnp.cumsum(feats(gx), axis=0)])
@@ -403,58 +404,14 @@ def fit_lasso_gram(gram: jax.Array, xty: jax.Array, alpha: float,
   return w
 
 
-def sortable_int32(x: jax.Array) -> jax.Array:
-  """Order-preserving int32 image of float32 values, for fast sorts.
-
-  XLA:CPU sorts a single array of int32 with a plain comparison about 5x
-  faster than it sorts floats (a total-order comparator) or argsorts
-  anything ((key, index) pairs), so the rank computations below sort these
-  keys and locate values by bisection instead of argsorting. -0.0 maps
-  like 0.0; x must be finite.
-  """
-  x = jnp.where(x == 0, jnp.zeros_like(x), x).astype(jnp.float32)
-  b = jax.lax.bitcast_convert_type(x, jnp.int32)
-  return jnp.where(b < 0, b ^ jnp.int32(0x7FFFFFFF), b)
-
-
-def _rank_bounds(sorted_rows: jax.Array, row: jax.Array, q: jax.Array):
-  """(#{< q}, #{<= q}) in sorted_rows[row] for every query, by bisection.
-
-  Args:
-    sorted_rows: [m, n] rows sorted ascending.
-    row: [k] int row of each query.
-    q: [k] query values.
-  """
-  n = sorted_rows.shape[1]
-  flat = sorted_rows.reshape(-1)
-  base = row * n
-
-  def bisect(lo, hi, strict):
-    mid = (lo + hi) // 2
-    v = flat[base + jnp.minimum(mid, n - 1)]
-    below = (v < q) if strict else (v <= q)
-    go = lo < hi
-    return jnp.where(go & below, mid + 1, lo), jnp.where(go & ~below, mid, hi)
-
-  def body(_, c):
-    lo_a, hi_a, lo_b, hi_b = c
-    return bisect(lo_a, hi_a, True) + bisect(lo_b, hi_b, False)
-
-  zero = jnp.zeros(q.shape, jnp.int32)
-  full = jnp.full(q.shape, n, jnp.int32)
-  lo_a, _, lo_b, _ = jax.lax.fori_loop(0, int(n).bit_length(), body,
-                                       (zero, full, zero, full))
-  return lo_a, lo_b
-
-
 def average_ranks_x2(x: jax.Array) -> jax.Array:
   """Twice the 1-based average ranks of [n] values (ties share), as int32.
 
   A tie group occupying sorted positions lo..hi-1 has mean 1-based rank
   (lo + 1 + hi) / 2.
   """
-  key = sortable_int32(x)
-  lo, hi = _rank_bounds(jnp.sort(key)[None], jnp.zeros(key.shape, jnp.int32),
+  key = sorting.sortable_int32(x)
+  lo, hi = sorting.rank_bounds(jnp.sort(key)[None], jnp.zeros(key.shape, jnp.int32),
                         key)
   return lo + hi + 1
 
@@ -478,9 +435,9 @@ def roc_auc_macro(scores: jax.Array, y: jax.Array,
     average (sklearn would refuse them).
   """
   n, c = scores.shape
-  keys = sortable_int32(scores)
+  keys = sorting.sortable_int32(scores)
   own = jnp.take_along_axis(keys, y[:, None], axis=1)[:, 0]
-  lo, hi = _rank_bounds(jnp.sort(keys.T, axis=-1), y, own)
+  lo, hi = sorting.rank_bounds(jnp.sort(keys.T, axis=-1), y, own)
   n_pos = jnp.zeros((c,), jnp.int32).at[y].add(1)
   n_neg = n - n_pos
   # Twice the Mann-Whitney U, summed as rank2 - (n_c + 1) per positive row

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from nearid_jax import parallel
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
+from nearid_jax.metrics import sorting
 
 
 def _svc_accuracy(x_tr, y_tr, x_te, y_te, cmask, order):
@@ -34,7 +35,8 @@ def _gap(score):
 
 def _run_discrete(z_tr, z_te, y_tr, y_te, num_classes):
   def per_latent(x_tr, x_te):
-    order = jnp.argsort(x_tr - jnp.mean(x_tr))  # the order the SVC uses
+    # The order the SVC uses.
+    order = sorting.stable_argsort(x_tr - jnp.mean(x_tr))
     return inputs.map_factors(
         lambda a, b, m: _svc_accuracy(x_tr, a, x_te, b, m, order),
         (y_tr, y_te), num_classes)                        # [K]
