@@ -14,11 +14,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from nearid_jax import parallel
 from nearid_jax.metrics import information
 from nearid_jax.metrics import inputs
 
 
-def binned_mutual_info(z: jax.Array, labels: jax.Array, num_classes: int,
+def binned_mutual_info(z: jax.Array, labels: jax.Array,
+                       num_classes: int | tuple[int, ...],
                        num_bins: int = 20) -> jax.Array:
   """[d, K] discrete MI between the binned latents and the factors."""
   codes = information.histogram_discretize(z, num_bins)
@@ -28,7 +30,7 @@ def binned_mutual_info(z: jax.Array, labels: jax.Array, num_classes: int,
 
 def _mig_run(z, labels, num_classes, num_bins):
   c_max = max(num_classes)
-  mi = binned_mutual_info(z, labels, c_max, num_bins)        # [d, K]
+  mi = binned_mutual_info(z, labels, num_classes, num_bins)  # [d, K]
   h = information.discrete_entropy(labels, c_max)            # [K]
   top = -jnp.sort(-mi, axis=0)
   return {"mig": jnp.mean((top[0] - top[1]) / h)}
@@ -36,8 +38,8 @@ def _mig_run(z, labels, num_classes, num_bins):
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "num_bins"))
 def _mig_runs(z, labels, num_classes, num_bins):
-  return jax.vmap(_mig_run, in_axes=(0, 0, None, None))(
-      z, labels, num_classes, num_bins)
+  return parallel.map_runs(
+      lambda a, b: _mig_run(a, b, num_classes, num_bins), z, labels)
 
 
 def mig(z, factors, *, num_bins: int = 20) -> dict:

@@ -42,8 +42,7 @@ def modularity_from_mi(mi: jax.Array) -> jax.Array:
 
 def _run(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
          max_iter):
-  c_max = max(num_classes)
-  mi = mig_score.binned_mutual_info(z_mi, y_mi, c_max, num_bins)
+  mi = mig_score.binned_mutual_info(z_mi, y_mi, num_classes, num_bins)
   modularity = modularity_from_mi(mi)
   x_tr, mean, std = inputs.standardize(z_tr)
   x_te, _, _ = inputs.standardize(z_te, mean, std)
