@@ -47,6 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nearid_jax import parallel
 from nearid_jax import validation
 from nearid_jax.metrics import inputs
 from nearid_jax.metrics import linear_models
@@ -186,8 +187,9 @@ def beta_vae_accuracy(x_tr, y_tr, x_ev, y_ev, num_factors, max_iter=100):
   Returns:
     dict of [R] "train_accuracy", "eval_accuracy".
   """
-  return jax.vmap(_beta_vae_run, in_axes=(0, None, 0, None, None, None))(
-      x_tr, y_tr, x_ev, y_ev, num_factors, max_iter)
+  return parallel.map_runs(
+      lambda *a: _beta_vae_run(*a, num_factors, max_iter), x_tr, y_tr, x_ev,
+      y_ev, in_axes=(0, None, 0, None))
 
 
 def _check_protocol(batch_size, num_train, num_eval):
