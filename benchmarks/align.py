@@ -33,12 +33,18 @@ import platform
 import time
 import warnings
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+# One XLA device per core: the pairs (and the cross-covariance product) are
+# spread over them (`align._pairs`).
+from benchmarks import host_devices  # noqa: F401  (before jax)
 
-from nearid_jax import align
-from nearid_jax import ica as ica_lib
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from nearid_jax import align  # noqa: E402
+from nearid_jax import ica as ica_lib  # noqa: E402
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 KINDS = ("perm", "rigid", "linear", "ica")
 ICA_OPTIONS = {"max_iter": 400, "tol": 1e-4}
@@ -153,11 +159,11 @@ def _ours_stages(zs, key, n_fit):
   t2 = time.perf_counter()
   opts = align._Options(KINDS, 0.0, False, "pad", n_fit)  # pylint: disable=protected-access
   ti, si = np.nonzero(~np.eye(r, dtype=bool))
-  chunks = align._chunks(len(ti), n_fit, n - n_fit, d, d, len(KINDS), None)  # pylint: disable=protected-access
+  chunks = align._chunks(len(ti), n - n_fit, d, d, len(KINDS), None)  # pylint: disable=protected-access
   valid = jnp.ones((r,), bool)
-  args = (runs, runs, maps, maps, jnp.asarray(ti, jnp.int32),
+  args = (runs, None, maps, None, jnp.asarray(ti, jnp.int32),
           jnp.asarray(si, jnp.int32), valid, valid)
-  out = align._pairs(*args, opts=opts, chunk_c=chunks[0], chunk_e=chunks[1])  # pylint: disable=protected-access
+  out = align._pairs(*args, opts=opts, chunk=chunks[0], rows=chunks[1])  # pylint: disable=protected-access
   jax.block_until_ready(out)
   t3 = time.perf_counter()
   return {"prepare": t1 - t0, "ica": t2 - t1, "pairs": t3 - t2,
@@ -230,22 +236,21 @@ def _memory(budget_chunks: bool = True):
   old = align._CPU_BUDGET  # pylint: disable=protected-access
   if budget_chunks:  # plan with the accelerator budget on this CPU
     align._CPU_BUDGET = align._ACCEL_BUDGET  # pylint: disable=protected-access
-  chunks = align._chunks(n_pairs, n_fit, n - n_fit, d, d, 4, None)  # pylint: disable=protected-access
+  chunks = align._chunks(n_pairs, n - n_fit, d, d, 4, None)  # pylint: disable=protected-access
   align._CPU_BUDGET = old  # pylint: disable=protected-access
   idx = jax.ShapeDtypeStruct((n_pairs,), jnp.int32)
   valid = jax.ShapeDtypeStruct((r,), jnp.bool_)
-  pairs = align._pairs.lower(  # pylint: disable=protected-access
-      runs, runs, maps, maps, idx, idx, valid, valid,
+  pairs = align._pairs_program.lower(  # pylint: disable=protected-access
+      runs, None, maps, None, idx, idx, valid, valid,
       opts=align._Options(KINDS, 0.0, False, "pad", n_fit),  # pylint: disable=protected-access
-      chunk_c=chunks[0], chunk_e=chunks[1]).compile()
+      chunk=chunks[0], rows=chunks[1]).compile()
   gib = lambda b: b / 2 ** 30  # noqa: E731
   rows = []
   z_bytes = r * n * d * 4
   runs_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(runs))
   peak = 0.0
   # Live while each program runs: the caller's zs, the per-run stats the
-  # later programs read (the pairs program takes them twice, as target and
-  # source: the same buffers), the program's outputs and temporaries.
+  # later programs read, the program's outputs and temporaries.
   for name, c, live in (("per-run stats", prep, z_bytes),
                         ("ICA (all runs)", ica_c, z_bytes + runs_bytes),
                         ("pairs", pairs, z_bytes + runs_bytes)):

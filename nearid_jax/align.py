@@ -53,11 +53,15 @@ PCA step). For "rigid", "similarity" and "perm":
 Speed and memory. Everything a map needs is a function of the fit-row
 covariances, so `pairwise_epsilon` computes per run (once) the centred fit
 and evaluation rows, the covariance and its eigenvectors, the diameter and
-the ICA, and per pair only the cross-covariance [d, d], the maps and the
-residuals. Pairs are processed in chunks (`pair_chunk`, by default sized to
-about 64 MiB of intermediates on CPU and 2 GiB on accelerators), so memory
-beyond the two row copies is the cross-covariances (R² d² floats) and one
-chunk's residuals (chunk · K · n_eval · d floats). R = 64, n = 10⁵,
+the ICA, and per pair only the maps and the residuals; the cross-covariances
+[d, d] of all pairs come from one product. Pairs are spread over the local
+devices (on a CPU host, one XLA device per core when asked for with
+`--xla_force_host_platform_device_count`, see `benchmarks/host_devices.py`)
+and processed in chunks (`pair_chunk`; by default one pair at a time in
+blocks of ~1k evaluation rows on CPU, ~2 GiB of intermediates per chunk on
+accelerators), so memory beyond the two row copies is the cross-covariances
+(R² d² floats) and one chunk's residuals (chunk · K · n_eval · d floats on
+accelerators). R = 64, n = 10⁵,
 d = 256 (float32) needs about 19 GiB at its peak, including the 6 GiB input
 (`python -m benchmarks.align --memory` prints the compiled plan).
 
@@ -84,9 +88,11 @@ import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from nearid_jax import assignment
 from nearid_jax import ica as ica_lib
+from nearid_jax import parallel
 from nearid_jax import validation
 
 __all__ = [
@@ -101,10 +107,10 @@ DIMS = ("pad", "pca")
 DIAMETERS = ("max", "q99")
 Q99_ROWS = 2048  # rows whose pairs give the "q99" diameter (2·10⁶ pairs)
 _HIGHEST = lax.Precision.HIGHEST
-# Intermediate memory per chunk of pairs (bytes). On CPU small chunks stay
-# in cache (one large pair at a time was 2x faster than 30 at once);
-# accelerators want large batches.
-_CPU_BUDGET = 64 << 20
+# Intermediate memory per chunk of pairs (bytes). On CPU small blocks stay
+# in cache (one pair at a time, ~1k evaluation rows per block); accelerators
+# want large batches.
+_CPU_BUDGET = 4 << 20
 _ACCEL_BUDGET = 2 << 30
 
 
@@ -454,31 +460,56 @@ def _upper_quantile(v, q: float):
   return v_lo + frac * (v_hi - v_lo)
 
 
-def _pair_errors(xe_t, xe_s, mats, offs, diameter, sst_t, gathers=None):
+def _pair_errors(xe_t, xe_s, t, s, mats, offs, diameter, sst_t, rows: int,
+                 gathers=None):
   """ε statistics of one pair: ({mean,max,q99}: [K], r2: [K, d_t]).
+
+  The evaluation rows of target run t and source run s are read straight
+  from the stacks xe_t [R_t, n_eval, d_t] and xe_s [R_s, n_eval, d_s], in
+  blocks of `rows` rows: each block's prediction and residuals ([rows, K,
+  d_out]) stay in cache between the product that makes them and the
+  reductions that read them. One pair's whole [n_eval, K, d_out] residual
+  (25 MB at n_eval = 25000, d = 64) made the pass memory-bound on CPU; on
+  accelerators `rows` is n_eval (one block). The last block is shifted back
+  to end at n_eval (no padding copy); rows it shares with the block before
+  are written twice with the same norms and left out of the sums.
 
   `gathers` maps a kind's position to (index [d_out], value [d_out]) when
   its matrix is a (scaled) signed permutation: its prediction
   xe_s[:, index] * value is then a gather, not a matmul.
   """
-  dt = xe_t.shape[1]
+  _, n_eval, dt = xe_t.shape
   n_kinds, d_out, ds = mats.shape
   gathers = gathers or {}
-  target = jnp.pad(xe_t, ((0, 0), (0, d_out - dt)))
-  # One [n_eval, d_s] x [d_s, K d_out] product for the other kinds: a wide
-  # matmul runs far closer to the machine's peak than K narrow ones.
   dense = [k for k in range(n_kinds) if k not in gathers]
-  preds = {}
-  if dense:
-    out = _mm(xe_s, mats[jnp.asarray(dense)].reshape(
-        len(dense) * d_out, ds).T).reshape(-1, len(dense), d_out)
-    preds = {k: out[:, i] for i, k in enumerate(dense)}
-  for k, (idx, val) in gathers.items():
-    preds[k] = xe_s[:, idx] * val
-  pred = jnp.stack([preds[k] for k in range(n_kinds)], axis=1)
-  sq = (target[:, None] - pred - offs) ** 2  # [n_eval, K, d_out]
-  norms = jnp.sqrt(jnp.sum(sq, axis=-1)).T  # [K, n_eval]
-  ss = jnp.sum(sq[..., :dt], axis=0)  # [K, d_t]
+  # One [rows, d_s] x [d_s, K d_out] product for the dense kinds: a wide
+  # matmul runs far closer to the machine's peak than K narrow ones.
+  w = (mats[jnp.asarray(dense)].reshape(len(dense) * d_out, ds).T
+       if dense else None)
+  n_blocks = -(-n_eval // rows)
+
+  def block(i, carry):
+    norms, ss = carry
+    start = jnp.minimum(i * rows, n_eval - rows)
+    xt = lax.dynamic_slice(xe_t, (t, start, 0), (1, rows, dt))[0]
+    xs = lax.dynamic_slice(xe_s, (s, start, 0), (1, rows, ds))[0]
+    preds = {}
+    if dense:
+      out = _mm(xs, w).reshape(rows, len(dense), d_out)
+      preds = {k: out[:, j] for j, k in enumerate(dense)}
+    for k, (idx, val) in gathers.items():
+      preds[k] = xs[:, idx] * val
+    pred = jnp.stack([preds[k] for k in range(n_kinds)], axis=1)
+    target = jnp.pad(xt, ((0, 0), (0, d_out - dt)))
+    sq = (target[:, None] - pred - offs) ** 2  # [rows, K, d_out]
+    norms = lax.dynamic_update_slice_in_dim(
+        norms, jnp.sqrt(jnp.sum(sq, axis=-1)).T, start, axis=1)
+    fresh = start + jnp.arange(rows) >= i * rows  # not in the block before
+    ss += jnp.sum(jnp.where(fresh[:, None, None], sq[..., :dt], 0), axis=0)
+    return norms, ss
+  init = (jnp.zeros((n_kinds, n_eval), mats.dtype),
+          jnp.zeros((n_kinds, dt), mats.dtype))
+  norms, ss = lax.fori_loop(0, n_blocks, block, init)
   r2 = 1 - ss / jnp.where(sst_t > 0, sst_t, jnp.nan)
   return {"mean": jnp.mean(norms, axis=-1) / diameter,
           "max": jnp.max(norms, axis=-1) / diameter,
@@ -490,43 +521,173 @@ def _take(tree, i):
   return jax.tree.map(lambda a: a[i], tree)
 
 
-@functools.partial(jax.jit, static_argnames=("opts", "chunk_c", "chunk_e"))
-def _pairs(tgt: _Runs, src: _Runs, ica_t, ica_s, pair_t, pair_s, valid_t,
-           valid_s, *, opts: _Options, chunk_c: int, chunk_e: int):
-  """ε of the pairs (tgt[pair_t[p]], src[pair_s[p]]) in one program."""
-  def cross(ts):
-    t, s = ts
-    return _mm(tgt.xf[t].T, src.xf[s]) / opts.n_fit
-  # Phase 1: cross-covariances, chunked over pairs (each needs two [n_fit,
-  # d] gathers).
-  cs = lax.map(cross, (pair_t, pair_s), batch_size=chunk_c)
+def _cross_covariances(xt, xs):
+  """sum_n xt[t, n, :]^T xs[s, n, :] for every t, s: [R_t, R_s, d_t, d_s].
 
-  # Phase 2: every matching at once, so the assignment solver's sequential
-  # loops run once for the whole batch rather than once per chunk.
-  def stats_of(t, s):
-    return (_take(tgt, t), _take(src, s),
-            None if ica_t is None else _take(ica_t, t),
-            None if ica_s is None else _take(ica_s, s))
+  Summed over blocks of rows: the product wants each side as one
+  [rows, R d] matrix, a transposed copy of its input, which for the whole
+  input would double the fit rows in memory (6 GiB at R = 64, n = 10⁵,
+  d = 256); per block the copies stay within the chunk budget.
+  """
+  _, n, dt = xt.shape
+  rs, _, ds = xs.shape
+  block = max(1, min(n, _budget() // (4 * (xt.shape[0] * dt + rs * ds))))
+  full = n // block
 
-  def match(c, t, s):
-    return _match(c, *stats_of(t, s), opts)
-  matches = jax.vmap(match)(cs, pair_t, pair_s)
+  def product(a, b):
+    return jnp.einsum("tnd,sne->tsde", a, b, precision=_HIGHEST)
 
-  # Phase 3: maps and residuals, chunked over pairs.
-  def evaluate(args):
-    c, m, t, s = args
-    st, ss, it, is_ = stats_of(t, s)
-    mats, offs = _fit_maps(c, st, ss, it, is_, m, opts)
-    gathers = {}
-    if "perm" in opts.kinds and c.shape[0] == c.shape[1]:
-      j = opts.kinds.index("perm")
-      idx = jnp.clip(m["perm"].perm, 0, c.shape[1] - 1)
-      gathers[j] = (idx, mats[j][jnp.arange(c.shape[0]), idx])
-    out = _pair_errors(st.xe, ss.xe, mats, offs, st.diameter, st.sst,
-                       gathers)
-    ok = valid_t[t] & valid_s[s]
-    return jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), out)
-  return lax.map(evaluate, (cs, matches, pair_t, pair_s), batch_size=chunk_e)
+  def body(i, acc):
+    rows = lambda x: lax.dynamic_slice_in_dim(x, i * block, block, axis=1)  # noqa: E731
+    return acc + product(rows(xt), rows(xs))
+  acc = jnp.zeros((xt.shape[0], rs, dt, ds), xt.dtype)
+  acc = lax.fori_loop(0, full, body, acc)
+  if full * block < n:  # the remaining rows, a static slice
+    acc += product(xt[:, full * block:], xs[:, full * block:])
+  return acc
+
+
+def _pair_groups(n_pairs: int) -> int:
+  """Groups the pairs are split into: one per local device (at most one per
+  pair), so that every device gets work whatever the pair count (the pair
+  list is padded to a multiple; map_runs alone would fall back to one device
+  for a prime count)."""
+  return max(1, min(jax.local_device_count(), n_pairs))
+
+
+def _pairs(*args, opts: _Options, chunk: int, rows: int):
+  """`_pairs_program` with its concrete inputs on the devices it uses.
+
+  Inputs computed by other spread-out programs (e.g. the ICA of R runs,
+  on the largest divisor of R devices) come committed to their own devices;
+  a program spread over other devices refuses them, so they are copied
+  (replicated) to the pairs' devices first. Tracers (under an outer jit)
+  and uncommitted arrays are passed as they are.
+  """
+  groups = _pair_groups(args[4].shape[0])
+  devices = jax.local_devices()[:groups]
+
+  def move(a):
+    if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+        and a.committed and a.sharding.device_set != set(devices)):
+      mesh = jax.make_mesh((groups,), ("pairs",),
+                           axis_types=(jax.sharding.AxisType.Auto,),
+                           devices=devices)
+      return jax.device_put(a, jax.sharding.NamedSharding(mesh, P()))
+    return a
+  return _to_one_device(_pairs_program(
+      *jax.tree.map(move, args), opts=opts, chunk=chunk, rows=rows))
+
+
+def _to_one_device(tree):
+  """Concrete arrays spread over several devices, made plain (uncommitted).
+
+  The small results of spread-out programs (ICA maps, ε) are combined
+  eagerly afterwards and fed to other spread-out programs (metrics); arrays
+  committed to different device sets cannot meet, so these become ordinary
+  uncommitted arrays (through the host: they are small, [R, d, d] at most).
+  """
+  def move(a):
+    if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+        and a.committed and len(a.sharding.device_set) > 1):
+      return jnp.asarray(np.asarray(a))
+    return a
+  return jax.tree.map(move, tree)
+
+
+@functools.partial(jax.jit, static_argnames=("opts", "chunk", "rows"))
+def _pairs_program(tgt: _Runs, src: _Runs | None, ica_t, ica_s, pair_t,
+                   pair_s, valid_t, valid_s, *, opts: _Options, chunk: int,
+                   rows: int):
+  """ε of the pairs (tgt[pair_t[p]], src[pair_s[p]]) in one program.
+
+  Args:
+    tgt, src: per-run statistics of the target and source runs; src None:
+      the sources are the targets (pairs among one set of runs).
+    ica_t, ica_s: their `_ICAMaps` (None without "ica"; ica_s is ignored
+      when src is None).
+    pair_t, pair_s: [P] int32 run indices of each pair.
+    valid_t, valid_s: [R_t], [R_s] bool; pairs with an invalid run are NaN.
+    opts: static settings.
+    chunk: pairs evaluated together (vmapped) within a device.
+    rows: evaluation rows per block (see `_pair_errors`).
+  """
+  same = src is None
+  if same:
+    src, ica_s = tgt, ica_t
+  # Phase 1: every target x source cross-covariance in one product (all
+  # pairs' [d_t, d_s] blocks, the diagonal too): one large matmul instead of
+  # a [n_fit, d] gather of both runs per pair (3x faster on CPU for R=16).
+  cross = _cross_covariances(tgt.xf, src.xf) / opts.n_fit
+  n_pairs = pair_t.shape[0]
+  groups = _pair_groups(n_pairs)
+  if groups > 1:
+    # Split the product over the devices that evaluate the pairs, along its
+    # longer run axis (uneven splits are padded by the compiler). Left
+    # unconstrained, every device computed the whole product (its inputs
+    # are replicated for the pairs), which cost 2x its time on 2 cores.
+    mesh = jax.make_mesh((groups,), ("pairs",),
+                         axis_types=(jax.sharding.AxisType.Auto,),
+                         devices=jax.local_devices()[:groups])
+    spec = (P("pairs") if cross.shape[0] >= cross.shape[1]
+            else P(None, "pairs"))
+    cross = lax.with_sharding_constraint(
+        cross, jax.sharding.NamedSharding(mesh, spec))
+  per_group = -(-n_pairs // groups)
+  pad = groups * per_group - n_pairs  # < groups extra copies of pair 0
+  pt = jnp.concatenate([pair_t, jnp.zeros((pad,), pair_t.dtype)])
+  ps = jnp.concatenate([pair_s, jnp.zeros((pad,), pair_s.dtype)])
+  cs = cross[pt, ps].reshape(groups, per_group, *cross.shape[2:])
+  has_ica = ica_t is not None
+  # The devices need the evaluation rows and the small per-run statistics,
+  # not the fit rows (only phase 1 reads them): each device gets its own
+  # copy of what it is passed, so pass no more, and one copy of the runs
+  # when targets and sources are the same runs.
+  strip = lambda r: r.replace(xf=r.xf[:, :0])  # noqa: E731
+  shared = [strip(tgt), ica_t if has_ica else jnp.zeros((1,))]
+  if not same:
+    shared += [strip(src), ica_s if has_ica else jnp.zeros((1,))]
+
+  def group(c_g, t_g, s_g, valid_t, valid_s, *shared):
+    tgt, ica_t = shared[:2]
+    src, ica_s = (tgt, ica_t) if same else shared[2:]
+    if not has_ica:
+      ica_t = ica_s = None
+
+    def stats_of(t, s):
+      return (_take(tgt, t), _take(src, s),
+              None if ica_t is None else _take(ica_t, t),
+              None if ica_s is None else _take(ica_s, s))
+
+    # Phase 2: every matching of the group at once, so the assignment
+    # solver's sequential loops run once for the group, not once per chunk.
+    def match(c, t, s):
+      return _match(c, *stats_of(t, s), opts)
+    matches = jax.vmap(match)(c_g, t_g, s_g)
+
+    # Phase 3: maps and residuals, chunked over pairs.
+    def evaluate(args):
+      c, m, t, s = args
+      st, ss, it, is_ = stats_of(t, s)
+      mats, offs = _fit_maps(c, st, ss, it, is_, m, opts)
+      gathers = {}
+      if "perm" in opts.kinds and c.shape[0] == c.shape[1]:
+        j = opts.kinds.index("perm")
+        idx = jnp.clip(m["perm"].perm, 0, c.shape[1] - 1)
+        gathers[j] = (idx, mats[j][jnp.arange(c.shape[0]), idx])
+      out = _pair_errors(tgt.xe, src.xe, t, s, mats, offs, st.diameter,
+                         st.sst, rows, gathers)
+      ok = valid_t[t] & valid_s[s]
+      return jax.tree.map(lambda v: jnp.where(ok, v, jnp.nan), out)
+    return lax.map(evaluate, (c_g, matches, t_g, s_g), batch_size=chunk)
+
+  # Phases 2-3 of each group of pairs on its own device.
+  out = parallel.map_runs(
+      group, cs, pt.reshape(groups, per_group), ps.reshape(groups, per_group),
+      valid_t, valid_s, *shared,
+      in_axes=(0, 0, 0) + (None,) * (2 + len(shared)))
+  return jax.tree.map(
+      lambda v: v.reshape(groups * per_group, *v.shape[2:])[:n_pairs], out)
 
 
 @functools.partial(jax.jit, static_argnames=("opts",))
@@ -647,17 +808,23 @@ def _budget() -> int:
   return _CPU_BUDGET if jax.default_backend() == "cpu" else _ACCEL_BUDGET
 
 
-def _chunks(n_pairs, n_fit, n_eval, d_t, d_s, n_kinds, pair_chunk):
+def _chunks(n_pairs, n_eval, d_t, d_s, n_kinds, pair_chunk):
+  """(pairs per chunk, evaluation rows per block) for `_pairs`.
+
+  One block's intermediates (two row blocks, the prediction, the residual
+  and its square) are kept within the budget: on CPU a few MiB of rows
+  (~1k), so that they stay in cache; on accelerators all rows, and as many
+  pairs per chunk as fit.
+  """
+  d_out = max(d_t, d_s)
+  per_row = 4 * (d_t + d_s + 3 * n_kinds * d_out)
+  rows = max(1, min(n_eval, _budget() // per_row))
   if pair_chunk is not None:
     if int(pair_chunk) < 1:
       raise ValueError(f"pair_chunk must be >= 1, got {pair_chunk}.")
-    return min(int(pair_chunk), n_pairs), min(int(pair_chunk), n_pairs)
-  d_out = max(d_t, d_s)
-  per_c = 4 * n_fit * (d_t + d_s)
-  per_e = 4 * n_eval * (d_t + d_s + 3 * n_kinds * d_out)
-  chunk_c = max(1, min(n_pairs, _budget() // per_c))
-  chunk_e = max(1, min(n_pairs, _budget() // per_e))
-  return chunk_c, chunk_e
+    return min(int(pair_chunk), n_pairs), rows
+  per_pair = rows * per_row + 4 * n_kinds * n_eval  # + the norms
+  return max(1, min(n_pairs, _budget() // per_pair)), rows
 
 
 def _ica_options(ica_options: dict | None) -> tuple:
@@ -667,8 +834,9 @@ def _ica_options(ica_options: dict | None) -> tuple:
 
 
 def _run_ica(runs: _Runs, key, k: int, ica_options, name: str, concrete):
-  maps, converged, valid = _fit_ica(runs.xf, _ica_key(key), n_components=k,
-                                    options=_ica_options(ica_options))
+  maps, converged, valid = _to_one_device(_fit_ica(
+      runs.xf, _ica_key(key), n_components=k,
+      options=_ica_options(ica_options)))
   if concrete:
     conv = np.asarray(converged)
     if not conv.all():
@@ -756,8 +924,8 @@ def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
     ica_options: keyword arguments for `nearid_jax.ica.fastica` (default
       max_iter=400, tol=1e-4).
     diameter_rows: rows over whose pairs "max" is exact (subsample beyond).
-    pair_chunk: pairs per chunk; None sizes chunks to ~64 MiB (CPU) or
-      ~2 GiB (accelerators) of intermediates per phase.
+    pair_chunk: pairs per chunk (within a device); None: one pair at a
+      time on CPU, chunks of ~2 GiB of intermediates on accelerators.
 
   Returns:
     A `PairwiseEpsilon`; `res["rigid"]["mean"]` is the [R, R] matrix.
@@ -799,11 +967,10 @@ def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
   for k in kinds:
     eps[k]["r2"] = jnp.ones((r, r, d), zs.dtype)
   if len(ti):
-    chunk_c, chunk_e = _chunks(len(ti), n_fit, n - n_fit, d, d, len(kinds),
-                               pair_chunk)
+    chunk, rows = _chunks(len(ti), n - n_fit, d, d, len(kinds), pair_chunk)
     ti, si = jnp.asarray(ti, jnp.int32), jnp.asarray(si, jnp.int32)
-    out = _pairs(runs, runs, maps, maps, ti, si, valid, valid, opts=opts,
-                 chunk_c=chunk_c, chunk_e=chunk_e)
+    out = _pairs(runs, None, maps, None, ti, si, valid, valid, opts=opts,
+                 chunk=chunk, rows=rows)
     for j, k in enumerate(kinds):
       for s in stats:
         eps[k][s] = eps[k][s].at[ti, si].set(out[s][:, j])
@@ -930,8 +1097,10 @@ def epsilon(z_target, z_source, kind: str | Sequence[str] = "rigid", *, key,
       z_target, z_source, kind, key, fit_fraction, diameter, dims, ridge,
       perm_scale, ica_options, diameter_rows)
   one = jnp.zeros((1,), jnp.int32)
+  chunk, rows = _chunks(1, tgt.xe.shape[1], tgt.xe.shape[2],
+                        src.xe.shape[2], len(opts.kinds), 1)
   out = _pairs(tgt, src, ica_t, ica_s, one, one, valid, valid, opts=opts,
-               chunk_c=1, chunk_e=1)
+               chunk=chunk, rows=rows)
   dt, ds = np.shape(z_target)[1], np.shape(z_source)[1]
   how = "equal" if dt == ds else dims
   res = {}
@@ -1098,9 +1267,9 @@ def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
   opts = _Options(kinds, float(ridge), bool(perm_scale), dims, n_fit)
   pt = jnp.zeros((r,), jnp.int32)
   ps = jnp.arange(r, dtype=jnp.int32)
-  chunk_c, chunk_e = _chunks(r, n_fit, n - n_fit, k, d, len(kinds), None)
+  chunk, rows = _chunks(r, n - n_fit, k, d, len(kinds), None)
   out = _pairs(tgt, src, ica_t, ica_s, pt, ps, valid_t, valid_s, opts=opts,
-               chunk_c=chunk_c, chunk_e=chunk_e)
+               chunk=chunk, rows=rows)
   res = {"epsilon": {kk: {s: out[s][:, j] for s in ("mean", "max", "q99",
                                                     "r2")}
                      for j, kk in enumerate(kinds)},

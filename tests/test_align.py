@@ -299,6 +299,37 @@ def test_batched_equals_pair_by_pair(three_runs):
       res.diameter, [distance.pdist(z).max() for z in three_runs], rtol=1e-5)
 
 
+def test_pairs_over_devices_and_row_blocks_equal_one_device(
+    three_runs, monkeypatch):
+  # The tests run with 8 CPU devices: 12 ordered pairs of 4 runs are padded
+  # to 8 groups of 2, and 5 structural pairs (a prime count) use 5 devices.
+  # Evaluating 7 rows per block (300 evaluation rows: the last block is
+  # shifted back and overlaps) must not change ε or R² either.
+  zs = np.concatenate([three_runs, three_runs[1:2][:, ::-1]])
+  factors = three_runs[0][:, :3]
+  runs5 = np.concatenate([three_runs, three_runs[:2, :, ::-1]])
+
+  def both():
+    return (align.pairwise_epsilon(zs, ALL, key=KEY).epsilon,
+            align.structural(runs5, factors, ("perm", "rigid", "linear"),
+                             key=KEY, with_metrics=False)["epsilon"])
+  spread = both()
+  with monkeypatch.context() as m:
+    m.setattr(align, "_pair_groups", lambda n_pairs: 1)
+    one = both()
+  with monkeypatch.context() as m:
+    per_row = 4 * (2 * D + 3 * len(ALL) * D)
+    m.setattr(align, "_CPU_BUDGET", 7 * per_row)
+    assert align._chunks(12, N // 2, D, D, len(ALL), None) == (1, 7)
+    blocks = both()
+  # Sums taken in another order (row blocks, cross-covariance blocks)
+  # differ in float32 rounding only; R² = 1 - ss/sst near 0 sees that as an
+  # absolute ~1e-6.
+  for other in (spread, blocks):
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-5, atol=5e-6), other, one)
+
+
 def test_pairwise_flags_invalid_runs_under_jit(three_runs):
   bad = three_runs.copy()
   bad[1, 5, 2] = np.nan
