@@ -150,7 +150,7 @@ def _all_chunk_stats(key, global_var, factors, index, sizes, keep, *,
   cost more in dispatch than in work (about 1.7 ms a chunk for a linear
   encoder). Chunk i of factor k draws from fold_in(fold_in(key, k), i).
   keep: flat indices of the points kept (the last chunk of a factor is
-  partly unused). Compiles once per number of chunks.
+  partly unused).
   """
   keys = jax.vmap(lambda f, i: jax.random.fold_in(
       jax.random.fold_in(key, f), i))(factors, index)
@@ -178,7 +178,13 @@ def _generate(encode_fn, sample_fn, sizes, key, num_points, batch_size,
       keep.append(len(factors) * per_chunk + np.arange(pts))
       factors.append(factor)
       labels.append(np.full((pts,), factor, np.int32))
-  factors = np.asarray(factors, np.int32)
+  # Pad with unused chunks to the most any split of num_points over the
+  # factors can need, so that the compiled program depends on the protocol
+  # only, not on the random factor counts.
+  most = (int(num_points) + len(sizes) * (per_chunk - 1)) // per_chunk
+  pad = most - len(factors)
+  index += list(range(-pad, 0))
+  factors = np.asarray(factors + [0] * pad, np.int32)
   stats = _all_chunk_stats(
       k_draw, gv, jnp.asarray(factors), jnp.asarray(index, jnp.int32),
       jnp.asarray(np.asarray(sizes, np.int32)[factors]),
