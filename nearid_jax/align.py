@@ -288,10 +288,11 @@ def _prepare(z, key, *, n_fit: int, diameter: str, diameter_rows: int):
     diam_idx = jnp.arange(n)
   else:
     diam_idx = jax.random.permutation(k_diam, n)[:rows]
-  # Runs one after another for the diameter's [block, m] distance blocks;
-  # the rest is cheap per run.
-  return lax.map(
-      lambda zr: _run_stats(zr, fit_idx, eval_idx, diam_idx, diameter), z)
+  # Runs spread over the local devices, one after another within a device
+  # for the diameter's [block, m] distance blocks.
+  return parallel.map_runs(
+      lambda zr, fi, ei, di: _run_stats(zr, fi, ei, di, diameter),
+      z, fit_idx, eval_idx, diam_idx, in_axes=(0, None, None, None))
 
 
 def _ica_key(key):
@@ -547,12 +548,16 @@ def _cross_covariances(xt, xs):
   return acc
 
 
-def _pair_groups(n_pairs: int) -> int:
-  """Groups the pairs are split into: one per local device (at most one per
-  pair), so that every device gets work whatever the pair count (the pair
-  list is padded to a multiple; map_runs alone would fall back to one device
-  for a prime count)."""
-  return max(1, min(jax.local_device_count(), n_pairs))
+def _pair_groups(n_runs: int) -> int:
+  """Devices (groups) the pairs among n_runs source runs are spread over.
+
+  As many as `parallel.map_runs` gives the runs themselves (the largest
+  divisor of n_runs at most the device count; the per-run statistics and
+  the ICA use it): one program holding both (e.g. `pairwise_epsilon` under
+  jit) must use one set of devices. The pair list is padded to a multiple.
+  """
+  n_dev = jax.local_device_count()
+  return max(g for g in range(1, min(n_dev, n_runs) + 1) if n_runs % g == 0)
 
 
 def _pairs(*args, opts: _Options, chunk: int, rows: int):
@@ -564,7 +569,8 @@ def _pairs(*args, opts: _Options, chunk: int, rows: int):
   (replicated) to the pairs' devices first. Tracers (under an outer jit)
   and uncommitted arrays are passed as they are.
   """
-  groups = _pair_groups(args[4].shape[0])
+  src = args[0] if args[1] is None else args[1]
+  groups = _pair_groups(src.xf.shape[0])
   devices = jax.local_devices()[:groups]
 
   def move(a):
@@ -580,7 +586,7 @@ def _pairs(*args, opts: _Options, chunk: int, rows: int):
 
 
 def _to_one_device(tree):
-  """Concrete arrays spread over several devices, made plain (uncommitted).
+  """Concrete arrays committed to devices, made plain (uncommitted).
 
   The small results of spread-out programs (ICA maps, ε) are combined
   eagerly afterwards and fed to other spread-out programs (metrics); arrays
@@ -589,7 +595,7 @@ def _to_one_device(tree):
   """
   def move(a):
     if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
-        and a.committed and len(a.sharding.device_set) > 1):
+        and a.committed):
       return jnp.asarray(np.asarray(a))
     return a
   return jax.tree.map(move, tree)
@@ -620,7 +626,7 @@ def _pairs_program(tgt: _Runs, src: _Runs | None, ica_t, ica_s, pair_t,
   # a [n_fit, d] gather of both runs per pair (3x faster on CPU for R=16).
   cross = _cross_covariances(tgt.xf, src.xf) / opts.n_fit
   n_pairs = pair_t.shape[0]
-  groups = _pair_groups(n_pairs)
+  groups = _pair_groups(src.xf.shape[0])
   if groups > 1:
     # Split the product over the devices that evaluate the pairs, along its
     # longer run axis (uneven splits are padded by the compiler). Left

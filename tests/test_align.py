@@ -301,8 +301,8 @@ def test_batched_equals_pair_by_pair(three_runs):
 
 def test_pairs_over_devices_and_row_blocks_equal_one_device(
     three_runs, monkeypatch):
-  # The tests run with 8 CPU devices: 12 ordered pairs of 4 runs are padded
-  # to 8 groups of 2, and 5 structural pairs (a prime count) use 5 devices.
+  # The tests run with 8 CPU devices: the 12 ordered pairs of 4 runs go to
+  # 4 devices (as the runs themselves), the 5 structural pairs to 5.
   # Evaluating 7 rows per block (300 evaluation rows: the last block is
   # shifted back and overlaps) must not change ε or R² either.
   zs = np.concatenate([three_runs, three_runs[1:2][:, ::-1]])
@@ -315,7 +315,7 @@ def test_pairs_over_devices_and_row_blocks_equal_one_device(
                              key=KEY, with_metrics=False)["epsilon"])
   spread = both()
   with monkeypatch.context() as m:
-    m.setattr(align, "_pair_groups", lambda n_pairs: 1)
+    m.setattr(align, "_pair_groups", lambda n_runs: 1)
     one = both()
   with monkeypatch.context() as m:
     per_row = 4 * (2 * D + 3 * len(ALL) * D)
