@@ -76,7 +76,6 @@ Examples:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -121,22 +120,14 @@ def _mm(a, b):
 def _one_lapack_thread(fn):
   """Runs a host entry point with single-threaded BLAS/LAPACK, and waits.
 
-  On CPU, JAX's eigh/svd/qr call the LAPACK of SciPy's OpenBLAS, whose
-  threads cost far more than they give on the small [d, d] problems here:
-  a batch of 64x64 SVDs ran 8-10x faster with one thread on a 2-core
-  machine, and 100x faster under load. XLA's own matmuls do not use
-  OpenBLAS, so they keep all cores. Needs `threadpoolctl` (installed with
-  scikit-learn); without it nothing changes. The limit is process-wide while
-  the call runs, so the result is waited for inside it.
+  See `parallel.single_threaded_blas` (a batch of 64x64 SVDs ran 8-10x
+  faster with one OpenBLAS thread on a 2-core machine, 100x under load).
+  The limit is process-wide while the call runs, so the result is waited
+  for inside it.
   """
   @functools.wraps(fn)
   def wrapper(*args, **kwargs):
-    try:
-      import threadpoolctl  # pylint: disable=g-import-not-at-top
-      limit = threadpoolctl.threadpool_limits(1, user_api="blas")
-    except ImportError:
-      limit = contextlib.nullcontext()
-    with limit:
+    with parallel.single_threaded_blas():
       return jax.block_until_ready(fn(*args, **kwargs))
   return wrapper
 

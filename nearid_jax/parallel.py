@@ -30,6 +30,9 @@ import threadpoolctl
 
 @functools.cache
 def _blas_controller() -> threadpoolctl.ThreadpoolController:
+  # The controller sees the libraries loaded when it is made: load SciPy's
+  # LAPACK (the one jaxlib calls) first, even if no eigh has run yet.
+  import scipy.linalg  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   return threadpoolctl.ThreadpoolController()
 
 
