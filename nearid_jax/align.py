@@ -542,13 +542,12 @@ def _cross_covariances(xt, xs):
 def _pair_groups(n_runs: int) -> int:
   """Devices (groups) the pairs among n_runs source runs are spread over.
 
-  As many as `parallel.map_runs` gives the runs themselves (the largest
-  divisor of n_runs at most the device count; the per-run statistics and
-  the ICA use it): one program holding both (e.g. `pairwise_epsilon` under
-  jit) must use one set of devices. The pair list is padded to a multiple.
+  As many as `parallel.map_runs` gives the runs themselves (the per-run
+  statistics and the ICA use it): one program holding both (e.g.
+  `pairwise_epsilon` under jit) must use one set of devices. The pair list
+  is padded to a multiple.
   """
-  n_dev = jax.local_device_count()
-  return max(g for g in range(1, min(n_dev, n_runs) + 1) if n_runs % g == 0)
+  return parallel.run_shards(n_runs)
 
 
 def _pairs(*args, opts: _Options, chunk: int, rows: int):
@@ -567,10 +566,8 @@ def _pairs(*args, opts: _Options, chunk: int, rows: int):
   def move(a):
     if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
         and a.committed and a.sharding.device_set != set(devices)):
-      mesh = jax.make_mesh((groups,), ("pairs",),
-                           axis_types=(jax.sharding.AxisType.Auto,),
-                           devices=devices)
-      return jax.device_put(a, jax.sharding.NamedSharding(mesh, P()))
+      return jax.device_put(a, jax.sharding.NamedSharding(
+          parallel.local_mesh(groups, "pairs"), P()))
     return a
   return _to_one_device(_pairs_program(
       *jax.tree.map(move, args), opts=opts, chunk=chunk, rows=rows))
@@ -623,9 +620,7 @@ def _pairs_program(tgt: _Runs, src: _Runs | None, ica_t, ica_s, pair_t,
     # longer run axis (uneven splits are padded by the compiler). Left
     # unconstrained, every device computed the whole product (its inputs
     # are replicated for the pairs), which cost 2x its time on 2 cores.
-    mesh = jax.make_mesh((groups,), ("pairs",),
-                         axis_types=(jax.sharding.AxisType.Auto,),
-                         devices=jax.local_devices()[:groups])
+    mesh = parallel.local_mesh(groups, "pairs")
     spec = (P("pairs") if cross.shape[0] >= cross.shape[1]
             else P(None, "pairs"))
     cross = lax.with_sharding_constraint(

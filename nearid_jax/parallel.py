@@ -11,7 +11,7 @@ then stay cache-sized and its solver loops stop when that run converges
 (vmapping 16 metric runs at once was 1.6x slower); accelerators vmap their
 runs for parallelism.
 
-`row_shards` and `sum_rows` do the same for the rows of ONE run: a sum over
+`row_shards` and `Rows` do the same for the rows of ONE run: a sum over
 rows (a covariance, the moments of a fixed-point iteration) is computed on
 each device's block of rows and added with `psum`.
 """
@@ -55,13 +55,16 @@ def single_threaded_blas():
     yield
 
 
-def _divisor_shards(size: int) -> int:
-  """Largest divisor of size that is at most the local device count."""
+def run_shards(size: int) -> int:
+  """Devices map_runs spreads `size` runs over: the largest divisor of size
+  that is at most the local device count."""
   n_dev = jax.local_device_count()
   return max(m for m in range(1, min(n_dev, size) + 1) if size % m == 0)
 
 
-def _mesh(shards: int, axis: str) -> jax.sharding.Mesh:
+@functools.cache
+def local_mesh(shards: int, axis: str) -> jax.sharding.Mesh:
+  """A 1-D mesh named `axis` over the first `shards` local devices."""
   # Auto axes: the results are ordinary arrays to the code around them (an
   # Explicit axis would follow them into the caller's indexing).
   return jax.make_mesh((shards,), (axis,),
@@ -76,10 +79,10 @@ def run_sharding(num_runs: int) -> jax.sharding.NamedSharding | None:
   device then receives its runs in one copy, in parallel, instead of the
   whole array landing on one device and being moved again inside the program.
   """
-  shards = _divisor_shards(num_runs)
+  shards = run_shards(num_runs)
   if shards == 1:
     return None
-  return jax.sharding.NamedSharding(_mesh(shards, "runs"), P("runs"))
+  return jax.sharding.NamedSharding(local_mesh(shards, "runs"), P("runs"))
 
 
 def map_runs(fn: Callable, *args, in_axes: int | None | Sequence[int | None]
@@ -145,7 +148,7 @@ def row_sharding(n: int, shards: int) -> jax.sharding.NamedSharding | None:
   """
   if shards == 1 or n % shards:
     return None
-  return jax.sharding.NamedSharding(_mesh(shards, "rows"), P("rows"))
+  return jax.sharding.NamedSharding(local_mesh(shards, "rows"), P("rows"))
 
 
 def chunked_sum(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int):
@@ -205,7 +208,7 @@ class Rows:
     self.n = self.block.shape[0] + self.tail.shape[0]
 
   def _mesh(self):
-    return _mesh(self.shards, "rows")
+    return local_mesh(self.shards, "rows")
 
   def _per_shard(self, fn, out_spec):
     return jax.shard_map(fn, mesh=self._mesh(), in_specs=P("rows"),
