@@ -189,3 +189,48 @@ def speed_markdown(rows) -> str:
     tot = "–" if p is None else f"{p['total']:.3g}"
     lines.append(f"| {r['model']} | {r['runs']} | {sps} | {per} | {tot} |")
   return "\n".join(lines)
+
+
+def drop_constant_columns(z: np.ndarray, rel_tol: float = 1e-6
+                          ) -> tuple[np.ndarray, list[int]]:
+  """Drops the columns that are constant in any run (e.g. dead ReLUs).
+
+  `align` refuses dimensions without variance; columns need not
+  correspond across runs, so dropping the union loses only the dropped
+  units' variation in the runs where they are alive (reported).
+
+  Args:
+    z: [R, n, d].
+    rel_tol: a column is constant when its standard deviation is at most
+      rel_tol × the run's largest column standard deviation.
+
+  Returns:
+    (z[..., keep], dropped column indices).
+  """
+  sd = z.std(axis=1)  # [R, d]
+  dead = np.any(sd <= rel_tol * np.maximum(sd.max(axis=1, keepdims=True),
+                                           1e-30), axis=0)
+  return z[..., ~dead], np.flatnonzero(dead).tolist()
+
+
+def reduce_to_rank(z: np.ndarray, rel_tol: float = 1e-3
+                   ) -> tuple[np.ndarray, int]:
+  """Each run's centred rows in its top-r principal coordinates.
+
+  r is the smallest numerical rank over runs (singular values above
+  rel_tol × the largest). Projecting centred rows onto their principal
+  subspace is an isometry on the data up to the discarded variance, so
+  rigid, linear and ICA errors are those of the full representation; only
+  the coordinate-bound "perm" changes, which is why callers keep it on the
+  raw coordinates.
+
+  Args:
+    z: [R, n, d].
+
+  Returns:
+    ([R, n, r] float32, r).
+  """
+  zc = z - z.mean(axis=1, keepdims=True)
+  u, s, _ = np.linalg.svd(zc.astype(np.float64), full_matrices=False)
+  r = int(min(np.sum(si > rel_tol * si[0]) for si in s))
+  return (u[:, :, :r] * s[:, None, :r]).astype(np.float32), r
