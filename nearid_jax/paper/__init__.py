@@ -1,4 +1,4 @@
-"""The paper's experiments as library functions, one module per experiment.
+"""The paper's experiments, one module each (run through `nearid_jax.reproduce`).
 
 Each experiment module has `run(config, workdir) -> dict`: it trains what
 it needs (`nearid_jax.train.run`, resuming), runs the analysis with the
