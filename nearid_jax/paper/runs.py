@@ -213,12 +213,14 @@ def drop_constant_columns(z: np.ndarray, rel_tol: float = 1e-6
   return z[..., ~dead], np.flatnonzero(dead).tolist()
 
 
-def reduce_to_rank(z: np.ndarray, rel_tol: float = 1e-3
+def reduce_to_rank(z: np.ndarray, rel_tol: float | None = None
                    ) -> tuple[np.ndarray, int]:
   """Each run's centred rows in its top-r principal coordinates.
 
   r is the smallest numerical rank over runs (singular values above
-  rel_tol × the largest). Projecting centred rows onto their principal
+  rel_tol × the largest). The default, 3·sqrt(d · float32 eps), keeps a
+  margin over `align`'s float32 rank test on half the rows (eigenvalues
+  above d · eps × the largest), so the reduced runs pass it. Projecting centred rows onto their principal
   subspace is an isometry on the data up to the discarded variance, so
   rigid, linear and ICA errors are those of the full representation; only
   the coordinate-bound "perm" changes, which is why callers keep it on the
@@ -230,6 +232,8 @@ def reduce_to_rank(z: np.ndarray, rel_tol: float = 1e-3
   Returns:
     ([R, n, r] float32, r).
   """
+  if rel_tol is None:
+    rel_tol = 3 * float(np.sqrt(z.shape[-1] * np.finfo(np.float32).eps))
   zc = z - z.mean(axis=1, keepdims=True)
   u, s, _ = np.linalg.svd(zc.astype(np.float64), full_matrices=False)
   r = int(min(np.sum(si > rel_tol * si[0]) for si in s))
