@@ -99,10 +99,10 @@ def build_model(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
         encoder_widths=tuple(config.encoder_widths),
         latent_dim=config.latent_dim, num_classes=spec["num_classes"],
         activation=config.activation, negative_slope=slope)
-  if config.name in ("conv_ae", "conv_vae"):
+  if config.name in ("conv_ae", "conv_vae", "conv_qlae"):
     shape = _image_shape(config, spec)
     conv_ae.check_geometry(shape, config)
-    return conv_ae.ConvAutoencoder(
+    kwargs = dict(
         obs_shape=shape, latent_dim=config.latent_dim,
         encoder_widths=tuple(config.encoder_widths),
         encoder_kernels=tuple(config.encoder_kernels),
@@ -111,22 +111,12 @@ def build_model(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
         decoder_widths=tuple(config.decoder_widths),
         decoder_kernels=tuple(config.decoder_kernels),
         decoder_strides=tuple(config.decoder_strides),
-        decoder_dense=tuple(config.decoder_dense), negative_slope=slope,
-        variational=config.name == "conv_vae")
-  if config.name == "conv_qlae":
-    shape = _image_shape(config, spec)
-    conv_ae.check_geometry(shape, config)
-    return quantize.QuantizedConvAutoencoder(
-        obs_shape=shape, latent_dim=config.latent_dim,
-        encoder_widths=tuple(config.encoder_widths),
-        encoder_kernels=tuple(config.encoder_kernels),
-        encoder_strides=tuple(config.encoder_strides),
-        encoder_dense=tuple(config.encoder_dense),
-        decoder_widths=tuple(config.decoder_widths),
-        decoder_kernels=tuple(config.decoder_kernels),
-        decoder_strides=tuple(config.decoder_strides),
-        decoder_dense=tuple(config.decoder_dense), negative_slope=slope,
-        num_values=config.get("num_values", quantize.NUM_VALUES))
+        decoder_dense=tuple(config.decoder_dense), negative_slope=slope)
+    if config.name == "conv_qlae":
+      return quantize.QuantizedConvAutoencoder(
+          num_values=config.get("num_values", quantize.NUM_VALUES), **kwargs)
+    return conv_ae.ConvAutoencoder(variational=config.name == "conv_vae",
+                                   **kwargs)
   if config.name == "conv_encoder":
     shape = _image_shape(config, spec)
     conv_ae.check_geometry(shape, config)
