@@ -131,7 +131,7 @@ def _ae_grid(t: runs_lib.Trained, ds: str, config, key, notes
     z, reduced = _prepare(t.z["latent"][idx], what, notes)
     entry["raw"] = _scores(z, t.u, config.metrics, kg, what, notes)
     try:
-      sources = np.asarray(ica.fastica(reduced, kg).sources)
+      sources = np.asarray(ica.fastica(reduced, kg, max_iter=1000).sources)
       entry["ica"] = _scores(sources, t.u, config.metrics, kg,
                              what + " + ICA", notes)
     except ValueError as e:

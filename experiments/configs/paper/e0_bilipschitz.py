@@ -15,7 +15,8 @@ Command:
   (`:smoke` for the CI size: 5 slopes x 2 seeds, 60 steps.)
 Hardware and runtime: full (2 x 48 runs of small MLPs, 3,000 steps): a few
 minutes on a 2-core CPU, under a minute on one GPU (estimate, unmeasured);
-`:smoke` about 30 s on a 2-core CPU, mostly compilation.
+`:smoke` about 2 min on a 2-core CPU, mostly compilation (measured
+under contention: 123 s for both datasets).
 The paper's numbers: qualitative only (MNIST autoencoders; the decoder's
 bi-Lipschitz bound ≈ 1/α³; "the measured rigid alignment error between
 runs tracks sqrt(2L + L²)"): we expect a positive Spearman correlation
