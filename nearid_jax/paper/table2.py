@@ -201,9 +201,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if col in table:
           records.append(aggregate.record("table2", row, col, table[col],
                                           dataset=ds, column_id=f"{ds}/{col}"))
-  speed = runs_lib.speed_rows(
-      trained, configs,
-      dict(config.flops_models) if config.get("plan_flops") else None)
+  full = None
+  if config.get("plan_flops"):  # per model, one full-size config
+    full = {name: config.flops_models[name.rsplit("_", 1)[0]]
+            for name in configs
+            if name.rsplit("_", 1)[0] in config.flops_models}
+  speed = runs_lib.speed_rows(trained, configs, full)
   md = _markdown(config, records, selection)
   md += ("\n\n## Speed\n\nsteps/s: all seeds of a model together, measured "
          "on this machine at this config's size (compile excluded); planned "

@@ -72,5 +72,5 @@ def get_config(arg: str | None = None):
   # Planned FLOPs are those of the full-size models (lowered, not run).
   c.plan_flops = True
   c.flops_models = ml_collections.ConfigDict(
-      {f"{m}_shapes3d": _model(m, "shapes3d", False) for m in MODULES})
+      {m: _model(m, "shapes3d", False) for m in MODULES})
   return c
