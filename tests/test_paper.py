@@ -157,6 +157,7 @@ def test_table2_smoke_selection_and_qlae(tmp_path):
   config = table2.get_config("smoke")
   config.datasets = ("dsprites",)
   config.model_names = ("ae", "qlae")
+  config.metrics = ("infomec", "mig")  # DCI: same code path, budgeted out
   config.plan_flops = False
   out = reproduce.run(config, str(tmp_path))
   recs = out["records"]
