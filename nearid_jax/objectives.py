@@ -39,6 +39,8 @@ Loss = Callable[..., tuple[jax.Array, dict]]
 OBJECTIVES = ("autoencoder", "masked_autoencoder", "classifier", "beta_vae",
               "beta_tcvae", "bioae", "qlae", "infonce")
 RECONSTRUCTIONS = ("mse", "sigmoid_ce")
+# Hsu et al.'s quantization and commitment weights (both 0.01).
+QLAE_WEIGHT = 0.01
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -50,7 +52,10 @@ def default_config() -> ml_collections.ConfigDict:
   β-VAE, total-correlation weight of β-TCVAE; grid-able); dataset_size
   (β-TCVAE's N in the minibatch-weighted-sampling estimator, 0: the data's
   number of distinct examples); nonnegative_weight and activity_weight
-  (BioAE); temperature (InfoNCE).
+  (BioAE); temperature (InfoNCE). QLAE reads quantization_weight and
+  commitment_weight when the config has them (experiments/configs/qlae.py
+  sets both), else QLAE_WEIGHT: they are not defaults here, so that
+  workdirs of the other objectives keep resuming under an unchanged config.
   """
   return ml_collections.ConfigDict(dict(
       name="autoencoder", mask_ratio=0.5, reconstruction="mse",
@@ -443,7 +448,8 @@ def build_loss(name: str, model, hparams: Mapping[str, Any],
   if name == "bioae":
     return bioae(model, cfg.nonnegative_weight, cfg.activity_weight, rec)
   if name == "qlae":
-    return qlae(model, cfg.quantization_weight, cfg.commitment_weight, rec)
+    return qlae(model, cfg.get("quantization_weight", QLAE_WEIGHT),
+                cfg.get("commitment_weight", QLAE_WEIGHT), rec)
   if name == "infonce":
     return infonce(model, cfg.temperature)
   raise ValueError(f"config.objective.name: unknown objective {name!r}; "

@@ -260,6 +260,10 @@ def _model_for(name):
     return models.build_model(vit.default_config("tiny"), spec)
   if name == "classifier":
     return models.build_model(resnet.resnet_config("tiny"), spec)
+  if name == "qlae":
+    cfg = conv_ae.default_config("tiny", 4)
+    cfg.name = "conv_qlae"
+    return models.build_model(cfg, spec)
   cfg = conv_ae.default_config("tiny", 4)
   cfg.name = "conv_encoder"
   return models.build_model(cfg, spec)
@@ -278,7 +282,7 @@ def _init(name):
 
 
 @pytest.mark.parametrize("name", ["autoencoder", "beta_vae", "beta_tcvae",
-                                  "bioae", "masked_autoencoder",
+                                  "bioae", "qlae", "masked_autoencoder",
                                   "classifier", "infonce"])
 def test_each_objective_decreases_its_loss_on_tiny_data(batch, name):
   model, variables = _init(name)

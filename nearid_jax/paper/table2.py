@@ -203,9 +203,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                           dataset=ds, column_id=f"{ds}/{col}"))
   full = None
   if config.get("plan_flops"):  # per model, one full-size config
-    full = {name: config.flops_models[name.rsplit("_", 1)[0]]
-            for name in configs
-            if name.rsplit("_", 1)[0] in config.flops_models}
+    full = {}
+    for name in configs:
+      model = name.rsplit("_", 1)[0]
+      if model in config.flops_models:
+        full[name] = config.flops_models[model].copy_and_resolve_references()
+        if model == "ae":  # the grid multiplies the AE's runs
+          full[name].grid.weight_decay = tuple(config.weight_decays)
   speed = runs_lib.speed_rows(trained, configs, full)
   md = _markdown(config, records, selection)
   md += ("\n\n## Speed\n\nsteps/s: all seeds of a model together, measured "

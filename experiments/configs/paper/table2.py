@@ -19,11 +19,13 @@ Command:
   three weight decays.)
 Hardware and runtime (estimate, unmeasured on a GPU): the grid is 2
 datasets x (6 AE weight decays + 4 baselines) x 7 seeds = 140 runs of
-2·10⁵ steps at batch 128; at ~2.0 GFLOP per training image (planned from
-XLA's cost analysis, printed by the run) that is ~7·10¹⁸ FLOP, about 55 h
-on one H100 at 35 TFLOP/s — not the issue's one GPU-hour. One GPU-hour
-holds ~1.3·10¹⁷ FLOP: e.g. 1·10⁴ steps per run at batch 64 (a 40x cut),
-which is what `--config` overrides should choose for a first pass.
+2·10⁵ steps at batch 128. XLA's cost analysis of the full-size step
+(printed by every run) gives 4.15·10¹¹ FLOP per run-step, ~3.2 GFLOP per
+training image, so 5.8·10¹⁷ FLOP per 7-seed model and ~1.2·10¹⁹ FLOP in
+all: about 90 h on one H100 at 35 TFLOP/s achieved — far from the issue's
+one GPU-hour. One GPU-hour holds ~1.3·10¹⁷ FLOP: e.g. 2·10⁴ steps at
+batch 32 per run (a ~90x cut), or the full budget on one dataset and the
+3 decisive models; choose it with `--config.models.<name>.num_steps` etc.
 `:smoke`: about 5 minutes on a 2-core CPU (ten tiny models compile).
 The paper's numbers (Shapes3D; InfoM InfoE InfoC): AE .34 .99 .16;
 β-VAE .59 .99 .49; β-TCVAE .61 .82 .62; BioAE .56 .98 .44; AE + ICA
