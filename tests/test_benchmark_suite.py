@@ -13,7 +13,7 @@ from benchmarks import suite
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 def test_smoke_suite_runs_every_target(tmp_path, capsys):
   out = tmp_path / "cpu.json"
   suite.main(["--smoke", "--out", str(out)])
