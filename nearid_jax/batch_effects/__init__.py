@@ -112,8 +112,8 @@ def _check_design(classes, batches, control, fit_on, negatives, what,
   single = [c for c in range(len(class_names))
             if c != control_code and present[c].sum() < 2]
   if single:
-    where = [f"{class_names[c]!r} (only in {batch_names[present[c]][0]!r})"
-             for c in single]
+    where = [f"{str(class_names[c])!r} (only in "
+             f"{str(batch_names[present[c]][0])!r})" for c in single]
     raise ValueError(
         f"{what} {', '.join(where[:10])}{' ...' if len(where) > 10 else ''} "
         f"occur(s) in one {batch_what} only: a leave-one-batch-out "

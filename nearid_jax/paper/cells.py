@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from typing import Any
 
 import jax
@@ -136,26 +137,26 @@ def summarise(res: batch_effects.Analysis) -> dict[str, Any]:
   """Per transform: intervals of each metric, per-gene AUROC means."""
   genes = [c for i, c in enumerate(res.class_names) if i != res.control]
   cols = [i for i in range(len(res.class_names)) if i != res.control]
-  with np.errstate(all="ignore"):
-    import warnings  # pylint: disable=g-import-not-at-top
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", RuntimeWarning)
-      cell = {k: np.nanmean(s.gene_auroc[..., cols], -1)  # [R, B]
-              for k, s in res.scores.items()}
-      out = {}
-      for k, s in res.scores.items():
-        out[k] = {
-            "label": batch_effects.LABELS[k],
-            "gene_auroc": interval(cell[k]),
-            "batch_auroc": interval(s.batch_auroc),
-            "hoyer": interval(s.hoyer),
-            "concentration": interval(np.nanmean(s.concentration[:, cols],
-                                                 -1)),
-            "per_gene_auroc": {
-                g: interval(s.gene_auroc[..., c]) for g, c in zip(genes, cols)},
-        }
-        if "pca" in cell and k != "pca":
-          out[k]["gene_auroc_minus_pca"] = interval(cell[k] - cell["pca"])
+  # nanmean of all-NaN slices (a gene absent from a held-out batch) warns;
+  # those cells are NaN on purpose and skipped by `interval`.
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)
+    cell = {k: np.nanmean(s.gene_auroc[..., cols], -1)  # [R, B]
+            for k, s in res.scores.items()}
+    out = {}
+    for k, s in res.scores.items():
+      out[k] = {
+          "label": batch_effects.LABELS[k],
+          "gene_auroc": interval(cell[k]),
+          "batch_auroc": interval(s.batch_auroc),
+          "hoyer": interval(s.hoyer),
+          "concentration": interval(np.nanmean(s.concentration[:, cols],
+                                               -1)),
+          "per_gene_auroc": {
+              g: interval(s.gene_auroc[..., c]) for g, c in zip(genes, cols)},
+      }
+      if "pca" in cell and k != "pca":
+        out[k]["gene_auroc_minus_pca"] = interval(cell[k] - cell["pca"])
   return out
 
 
@@ -260,6 +261,32 @@ def plot_wells_2d(features: dict[str, np.ndarray], batches, path) -> str:
   return path
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the analysis fields before anything trains or reads.
+
+  Raises:
+    ValueError / FileNotFoundError: naming the field.
+  """
+  def bad(field, msg):
+    raise ValueError(f"config.{field}: {msg}")
+  if config.fit_on not in batch_effects.FIT_ON:
+    bad("fit_on", f"must be one of {batch_effects.FIT_ON}, got "
+        f"{config.fit_on!r}.")
+  if config.negatives not in ("control", "rest"):
+    bad("negatives", f"must be 'control' or 'rest', got {config.negatives!r}.")
+  if not config.batch_columns:
+    bad("batch_columns", "needs at least one column (e.g. experiment_name).")
+  if not 0 < config.top_fraction <= 1:
+    bad("top_fraction", f"must be in (0, 1], got {config.top_fraction}.")
+  if config.l1 < 0 or config.num_iters < 1 or config.batch_folds < 2:
+    bad("l1/num_iters/batch_folds", "need l1 >= 0, num_iters >= 1, "
+        "batch_folds >= 2.")
+  for field in ("embeddings", "metadata"):
+    path = config.get(field)
+    if path and not os.path.exists(path):
+      raise FileNotFoundError(f"config.{field}: file not found: {path}")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the cell experiment (see the module doc) and writes its results.
 
@@ -275,6 +302,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       no control wells, a gene in one batch only, NaN embeddings (the
       message names the column, gene or well).
   """
+  validate_config(config)
   if config.embeddings:
     x, meta, settings = _table_wells(config)
     source = "table"
