@@ -151,6 +151,9 @@ def fit_l1_logistic_columns(x: jax.Array, y: jax.Array, weight: jax.Array,
   L_c = lambda_max(sum_i weight[i, c] [x_i, 1][x_i, 1]^T) / 4. With
   sum_i weight[i, c] = 1 this is sklearn's `LogisticRegression(
   penalty="l1", C=1/l1)` fitted with sample_weight = weight[:, c].
+  (`metrics.dci_score.fit_l1_logistic` is the multinomial, unweighted
+  form; here every column has its own row weights and step, so that all
+  genes of a held-out fold are fitted in one product with the design.)
 
   Args:
     x: [n, p] features.
