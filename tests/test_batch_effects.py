@@ -162,7 +162,7 @@ def test_transforms_whiten_rotate_and_unmix():
                              rand.matrix, rtol=1e-5, atol=1e-6)
 
 
-def _wells(rng, n=180):
+def wells(rng, n=180):
   """Wells of genes A (effect on feature 0), B (none) and controls."""
   g, b = _design(rng, n=n, genes=(cells.CONTROL, "A", "B"))
   x = rng.normal(size=(n, 4)).astype(np.float32)
@@ -181,7 +181,7 @@ def analyse_wells(x, g, b):
 # Gaussian controls have no independent components to find.
 @pytest.mark.filterwarnings("ignore::nearid_jax.ica.ConvergenceWarning")
 def test_analyse_shapes_and_separation():
-  x, g, b = _wells(np.random.default_rng(4))
+  x, g, b = wells(np.random.default_rng(4))
   res = analyse_wells(x, g, b)
   assert set(res.scores) == set(be.KINDS)
   assert res.class_names == [cells.CONTROL, "A", "B"] and res.control == 0
@@ -196,7 +196,7 @@ def test_analyse_shapes_and_separation():
 
 def test_analyse_bad_input_is_named():
   rng = np.random.default_rng(5)
-  x, g, b = _wells(rng)
+  x, g, b = wells(rng)
   key = jax.random.key(0)
   with pytest.raises(ValueError, match=r"no control wells: no gene equals "
                      r"'ctrl'.*fit_on='control' and negatives='control'"):

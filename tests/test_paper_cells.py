@@ -49,7 +49,7 @@ def _config(emb, meta, **over):
 
 @pytest.mark.filterwarnings("ignore::nearid_jax.ica.ConvergenceWarning")
 def test_table_path_reproduces_the_library_analysis(tmp_path):
-  x, g, b = tbe._wells(np.random.default_rng(4))  # pylint: disable=protected-access
+  x, g, b = tbe.wells(np.random.default_rng(4))
   emb, meta = _write_table(tmp_path, x, g, b)
   result = reproduce.run(_config(emb, meta), str(tmp_path / "out"))
   direct = cells.summarise(tbe.analyse_wells(x, g, b))
@@ -70,7 +70,7 @@ def test_table_path_reproduces_the_library_analysis(tmp_path):
 
 
 def test_table_bad_input_names_the_problem(tmp_path):
-  x, g, b = tbe._wells(np.random.default_rng(4))  # pylint: disable=protected-access
+  x, g, b = tbe.wells(np.random.default_rng(4))
   out = str(tmp_path / "out")
   emb, meta = _write_table(tmp_path, x, g, b, drop=("well_type_label",))
   with pytest.raises(ValueError, match=r"lacks column\(s\) "
@@ -100,6 +100,9 @@ def test_table_bad_input_names_the_problem(tmp_path):
     reproduce.run(_config(emb, str(tmp_path / "nope.csv")), out)
   with pytest.raises(ValueError, match=r"config.fit_on: must be one of"):
     reproduce.run(_config(emb, meta, fit_on="plates"), out)
+  with pytest.raises(ValueError, match=r"config.layer: 'encoder' is not in "
+                     r"config.train.eval.layers"):
+    reproduce.run(_config("", "", layer="encoder"), out)
   bad = cells_config.get_config()
   bad.experiment = "table9"
   with pytest.raises(ValueError, match=r"'table9' is not one of \['cells'"):

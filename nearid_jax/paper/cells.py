@@ -61,10 +61,10 @@ def _simulator_wells(config, workdir):
   summary = train.run(tcfg, train_dir)
   with np.load(os.path.join(train_dir, "representations.npz")) as f:
     key = f"z/{config.layer}"
-    if key not in f:
+    if key not in f:  # a workdir trained earlier with other layers
+      layers = sorted(k[2:] for k in f if k.startswith("z/"))
       raise ValueError(f"config.layer = {config.layer!r} is not among the "
-                       f"trained layers {sorted(k[2:] for k in f if k.startswith('z/'))}"
-                       "; add it to config.train.eval.layers.")
+                       f"layers saved in {train_dir}: {layers}.")
     x, u, valid = f[key], f["u"], f["valid"]
   if not valid.any():
     raise ValueError(f"every run in {train_dir} diverged; nothing to analyse.")
@@ -194,8 +194,8 @@ def to_markdown(result: dict[str, Any]) -> str:
       "Mean ± 95% t-interval half-width; held-out gene AUROC over (run, "
       "held-out batch) cells (mean over genes in each), the other metrics "
       "over runs.", "",
-      "| transform | held-out gene AUROC ↑ | − PCA (paired) | batch AUROC ↓ "
-      "| Hoyer sparsity | signal concentration (top 25%) |",
+      "| transform | held-out gene AUROC ↑ | − PCA (paired) "
+      "| batch AUROC ↓ | Hoyer sparsity | signal concentration (top 25%) |",
       "|---|---|---|---|---|---|"]
   for k, v in s.items():
     diff = _fmt(v["gene_auroc_minus_pca"]) if "gene_auroc_minus_pca" in v \
@@ -208,9 +208,9 @@ def to_markdown(result: dict[str, Any]) -> str:
             + ", ".join(f"{batch_effects.LABELS[k]} {v}"
                         for k, v in PAPER["eif3h_auroc"].items()) + "."]
   if o.get("holds") is not None:
+    verdict = "holds" if o["holds"] else "does NOT hold"
     lines.append(f"Observed (mean held-out AUROC): {o['observed']} — the "
-                 f"paper's ordering {'holds' if o['holds'] else 'does NOT hold'}"
-                 " here.")
+                 f"paper's ordering {verdict} here.")
   return "\n".join(lines) + "\n"
 
 
@@ -281,6 +281,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.l1 < 0 or config.num_iters < 1 or config.batch_folds < 2:
     bad("l1/num_iters/batch_folds", "need l1 >= 0, num_iters >= 1, "
         "batch_folds >= 2.")
+  if not config.embeddings and config.layer not in config.train.eval.layers:
+    bad("layer", f"{config.layer!r} is not in config.train.eval.layers = "
+        f"{tuple(config.train.eval.layers)}.")
   for field in ("embeddings", "metadata"):
     path = config.get(field)
     if path and not os.path.exists(path):

@@ -13,7 +13,8 @@ wells).
 
 Hardware and runtime: the full simulator run trains ViT-S MAEs (4 seeds x
 100k steps; about 2 h on one H100, an estimate, see vit_mae.py) and analyses
-10,000 wells in minutes; `:smoke` takes about a minute on a 2-core CPU. The
+10,000 wells in minutes; `:smoke` takes about 1.5 CPU-minutes, mostly
+compiling the MAE step (4-7 min wall on a shared, contended 2-core CPU). The
 RxRx3-core table (222,601 wells x 384, ~736 genes) is a GPU job: one L1
 logistic fit per gene and held-out experiment.
 Expected result: the paper's direction is PCA+ICA > PCA ≈ PCA+Rand > Base
