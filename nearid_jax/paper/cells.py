@@ -231,7 +231,7 @@ def plot_auroc_per_gene(summary, genes, path) -> str:
   ax.axhline(0.5, color="gray", lw=0.8, ls="--")
   ax.set_xticks(xs, genes, rotation=45, ha="right", fontsize=7)
   ax.set_ylabel("held-out-batch AUROC")
-  ax.set_ylim(0.3, 1.0)
+  ax.set_ylim(0.2, 1.0)
   ax.legend(fontsize=7, ncol=len(kinds))
   ax.set_title("Gene vs control, leave one batch out")
   fig.tight_layout()
