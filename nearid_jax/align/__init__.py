@@ -161,37 +161,34 @@ def _single(z_target, z_source, kinds, key, fit_fraction, diameter, dims,
   e_t, e_s = stats.scale_exponent(zt), stats.scale_exponent(zsrc)
   need_rank = _need_rank(kinds, ridge)
 
-  def prep_for(e):
+  def prep_for(target: bool):
     def prep(z):
-      pca = dims == "pca" and z.shape[-1] != (
-          zsrc.shape[-1] if e is e_t else zt.shape[-1])
+      # Covariance eigenpairs only for a PCA reduction of the wider side
+      # (read at call time: the widths change when dead columns go).
+      other = zsrc if target else zt
       return stats.prepare(
-          z, key, e, n_fit=n_fit, diameter=diameter,
+          z, key, e_t if target else e_s, n_fit=n_fit, diameter=diameter,
           diameter_rows=int(diameter_rows),
-          ridge=float(ridge) if "linear" in kinds else None, pca=pca,
+          ridge=float(ridge) if "linear" in kinds else None,
+          pca=dims == "pca" and z.shape[-1] != other.shape[-1],
           ordered=fit_all)
     return prep
-  tgt, src = prep_for(e_t)(zt[None]), prep_for(e_s)(zsrc[None])
-  dropped, notes = {}, []
+  tgt, src = prep_for(True)(zt[None]), prep_for(False)(zsrc[None])
+  notes = []
   if concrete:
-    for side, name in (("t", "z_target"), ("s", "z_source")):
-      z, runs = (zt, tgt) if side == "t" else (zsrc, src)
-      z2, runs2, gone, note = checks.screen(name, z, runs,
-                                      prep_for(e_t if side == "t" else e_s),
-                                      need_rank, batched=False)
-      dropped[name] = gone
-      notes += note
-      if side == "t":
-        zt, tgt = z2, runs2
-      else:
-        zsrc, src = z2, runs2
+    zt, tgt, _, note_t = checks.screen("z_target", zt, tgt, prep_for(True),
+                                       need_rank, batched=False)
+    zsrc, src, _, note_s = checks.screen("z_source", zsrc, src,
+                                         prep_for(False), need_rank,
+                                         batched=False)
+    notes = note_t + note_s
     if fit_all and notes:
       raise ValueError(" ".join(notes).replace("dropped", "has")
                        + " fit_map returns a map of all columns: drop them "
                        "first (z[:, keep]), or use epsilon().")
     if notes and dims == "pca" and zt.shape[-1] != zsrc.shape[-1]:
       # The covariance eigenpairs were not needed before the drop.
-      tgt, src = prep_for(e_t)(zt[None]), prep_for(e_s)(zsrc[None])
+      tgt, src = prep_for(True)(zt[None]), prep_for(False)(zsrc[None])
     if "identity" in kinds and zt.shape[-1] != zsrc.shape[-1]:
       raise ValueError(" ".join(notes) + " 'identity' then compares "
                        "columns of different widths; leave it out of the "

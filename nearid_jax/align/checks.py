@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -214,11 +213,11 @@ def standardise_factors(factors, concrete: bool):
       if not kept.size:
         raise ValueError("factors: every column is constant; there is no "
                          "factor to align to.")
+      ratios = ", ".join(f"{s:.2g}" for s in spread[dead])
       notes.append(
           f"factors: dropped constant column(s) {_short_list(dead)} "
-          f"(sd / largest magnitude: "
-          f"{', '.join(f'{s:.2g}' for s in spread[dead])}); structural ε, MCC and R² use the other "
-          f"{kept.size} factor(s).")
+          f"(sd / largest magnitude: {ratios}); structural ε, MCC and R² "
+          f"use the other {kept.size} factor(s).")
       u = u[:, kept]
   sd = jnp.std(u, axis=0)
   u = (u - jnp.mean(u, axis=0)) / sd
