@@ -144,7 +144,9 @@ def test_every_public_function_works_under_x64():
   other = -z64[:, ::-1] + 1.0  # a signed permutation plus a shift
   z32, other32 = z64.astype(np.float32), other.astype(np.float32)
   with jax.enable_x64(True):
-    got = align.epsilon(z64, other, ("perm", "rigid", "linear", "ica"),
+    # "ica" is left out for time: FastICA's x64 test is in test_ica.py, and
+    # its maps meet the same pair engine as "perm"'s.
+    got = align.epsilon(z64, other, ("perm", "rigid", "linear"),
                         key=KEY)  # float64 input
     pw = align.pairwise_epsilon([z32, other32], ("perm", "rigid"),
                                 key=KEY)  # float32 input
@@ -155,7 +157,6 @@ def test_every_public_function_works_under_x64():
   for k in ("perm", "rigid", "linear"):
     assert got[k]["mean"].dtype == np.float64
     assert float(got[k]["max"]) < 1e-12, (k, got[k])
-  assert float(got["ica"]["mean"]) < 0.05
   assert pw["rigid"]["mean"].dtype == np.float32
   assert float(np.nanmax(np.asarray(pw["perm"]["max"]))) < 1e-5
   assert float(np.max(st["epsilon"]["linear"]["max"])) < 1e-5
