@@ -10,6 +10,7 @@ import pytest
 from sklearn.decomposition import FastICA
 
 from nearid_jax import ica
+from nearid_jax import parallel
 
 _SETTINGS = dict(max_examples=8, deadline=None, derandomize=True,
                  suppress_health_check=list(hypothesis.HealthCheck))
@@ -257,17 +258,15 @@ def test_vmapped_batch_equals_runs_one_by_one(small):
 
 @pytest.mark.parametrize("algorithm,solver", [("parallel", "eigh"),
                                               ("deflation", "svd")])
-def test_rows_split_over_devices_equal_one_device(small, monkeypatch,
-                                                  algorithm, solver):
+def test_rows_split_over_devices_equal_one_device(small, algorithm, solver):
   # A single run's rows go to all 8 test devices once each device gets
-  # _MIN_SHARD_ROWS rows; the sums then add per-device partial sums.
+  # Policy.min_shard_rows rows; the sums then add per-device partial sums.
   x, _ = small
   x = x[:1001]  # 8 blocks of 125 rows and a tail of 1
   kw = dict(algorithm=algorithm, whiten_solver=solver, chunk_size=64)
   one = ica.fastica(x, jax.random.key(3), **kw)
-  monkeypatch.setattr(ica, "_MIN_SHARD_ROWS", 100)
-  monkeypatch.setattr(ica, "_MIN_SHARD_ROWS_PER_DIM", 1)
-  split = ica.fastica(x, jax.random.key(3), **kw)
+  with parallel.using(min_shard_rows=100, min_shard_rows_per_dim=1):
+    split = ica.fastica(x, jax.random.key(3), **kw)
   assert split.sources.shape == one.sources.shape
   assert int(split.n_iter) == int(one.n_iter)
   for f in ("unmixing", "mixing", "sources", "mean"):
@@ -288,15 +287,15 @@ def test_same_key_gives_identical_results(small):
 # Non-convergence and bad input.
 
 
-@pytest.mark.parametrize("batch_mode", ["devices", "vmap"])
-def test_non_convergence_reported_per_run(small, monkeypatch, batch_mode):
-  # "devices" (the default) spreads runs over devices and maps them one at a
-  # time on CPU; "vmap" is one batched program.
-  monkeypatch.setattr(ica, "_batch_mode", lambda: batch_mode)
+@pytest.mark.parametrize("policy", [{}, {"devices": 1, "runs_per_group": 0}])
+def test_non_convergence_reported_per_run(small, policy):
+  # The default spreads runs over devices and maps them one at a time on
+  # CPU; devices=1, runs_per_group=0 is one vmapped program.
   x, _ = small
   gauss = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
   xs = np.stack([x, gauss])
-  with pytest.warns(ica.ConvergenceWarning, match=r"run\(s\) \[1\] of 2"):
+  with (pytest.warns(ica.ConvergenceWarning, match=r"run\(s\) \[1\] of 2"),
+        parallel.using(**policy)):
     res = ica.fastica(xs, jax.random.key(0), max_iter=15)
   np.testing.assert_array_equal(np.asarray(res.converged), [True, False])
   assert int(res.n_iter[1]) == 15 and float(res.delta[1]) >= 1e-4
