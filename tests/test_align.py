@@ -16,6 +16,7 @@ from scipy import optimize
 from scipy.spatial import distance
 
 from nearid_jax import align
+from nearid_jax import parallel
 
 N, D = 600, 4
 ALL = ("identity", "perm", "rigid", "similarity", "linear", "ica")
@@ -314,8 +315,7 @@ def test_pairs_over_devices_and_row_blocks_equal_one_device(
             align.structural(runs5, factors, ("perm", "rigid", "linear"),
                              key=KEY, with_metrics=False)["epsilon"])
   spread = both()
-  with monkeypatch.context() as m:
-    m.setattr(align, "_pair_groups", lambda n_runs: 1)
+  with parallel.using(devices=1):
     one = both()
   with monkeypatch.context() as m:
     per_row = 4 * (2 * D + 3 * len(ALL) * D)
