@@ -1,7 +1,8 @@
-"""Tests of nearid_jax.parallel: spreading runs and rows over 8 CPU devices."""
+"""Tests of nearid_jax.parallel, the execution layer, on 8 CPU devices."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 import pytest
 
 from nearid_jax import ica
@@ -73,3 +74,101 @@ def test_row_shards():
   assert parallel.row_shards(100) == 1
   assert parallel.row_shards(4096 * 3) == 3
   assert parallel.row_shards(10 ** 7) == jax.local_device_count()
+
+
+# ---------------------------------------------------------------------------
+# One padding rule: R = 7 runs (prime) on 2 and 8 devices.
+
+
+@pytest.mark.parametrize("devices", [2, 8])
+def test_seven_runs_use_every_device_and_equal_one_device(devices):
+  x = jax.random.normal(jax.random.key(3), (7, 40, 3))
+
+  def fn(xr):
+    return {"gram": xr.T @ xr, "device": lax.axis_index(parallel.RUNS)}
+  with parallel.using(devices=devices):
+    lay = parallel.run_layout(7)
+    out = jax.jit(lambda x: parallel.map_runs(fn, x))(x)
+    # Padded and placed once, the runs stay split over the devices.
+    placed = lay.place(x)
+    spread = jax.jit(lambda x: parallel.map_runs(lambda r: r.sum(0), x))(
+        placed)
+  assert (lay.per_device, lay.padded) == ((4, 8) if devices == 2 else (1, 8))
+  # Runs 0..3 on device 0, 4..6 (and the padding copy) on device 1; with 8
+  # devices one run each.
+  np.testing.assert_array_equal(out["device"],
+                                np.arange(7) // lay.per_device)
+  assert placed.shape[0] == 8 and spread.shape[0] == 8
+  assert spread.sharding.num_devices == devices
+  assert {s.data.shape[0] for s in spread.addressable_shards} == {
+      lay.per_device}
+  np.testing.assert_array_equal(placed[7], x[6])  # copy of the last run
+  with parallel.using(devices=1):
+    one = jax.jit(lambda x: parallel.map_runs(
+        lambda r: {"gram": r.T @ r}, x))(x)
+  np.testing.assert_allclose(out["gram"], one["gram"], rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(lay.unpad(spread), x.sum(1), rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_fastica_of_seven_runs_on_2_and_8_devices_equals_one_device():
+  s = jax.random.laplace(jax.random.key(4), (7, 400, 3))
+  m = jnp.array([[1.0, 2.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 3.0]])
+  x = np.asarray(s @ m.T)
+  res = {}
+  for devices in (1, 2, 8):
+    with parallel.using(devices=devices):
+      res[devices] = ica.fastica(x, jax.random.key(5))
+  for devices in (2, 8):
+    r = res[devices]
+    assert r.unmixing.shape == (7, 3, 3)
+    # The result lives on all the devices that computed it.
+    assert r.unmixing.sharding.device_set == set(jax.local_devices()[
+        :devices])
+    np.testing.assert_array_equal(r.n_iter, res[1].n_iter)
+    for f in ("unmixing", "sources"):
+      np.testing.assert_allclose(getattr(r, f), getattr(res[1], f),
+                                 rtol=1e-4, atol=1e-5, err_msg=f)
+
+
+def test_stage_results_feed_the_next_stage_without_moving():
+  # A result on the devices (7 runs: padded, cut back) is an input of the
+  # next map_runs as it is, with no copy through the host.
+  x = jax.random.normal(jax.random.key(6), (7, 30, 2))
+  f = jax.jit(lambda x: parallel.map_runs(lambda r: r * 2.0, x))
+  first = f(x)
+  second = f(first)
+  assert second.sharding.device_set == set(parallel.devices())
+  np.testing.assert_allclose(second, 4.0 * x, rtol=1e-6)
+
+
+def test_policy_validates_scopes_and_keys_programs():
+  with pytest.raises(ValueError, match="devices"):
+    parallel.Policy(devices=-1)
+  with pytest.raises(TypeError, match="chunk_bytes"):
+    parallel.Policy(chunk_bytes=1.5)
+  with pytest.raises(ValueError, match="local device"):
+    with parallel.using(devices=99):
+      parallel.devices()
+  before = parallel.policy()
+  with parallel.using(min_shard_rows=100) as p:
+    assert p.min_shard_rows == 100 == parallel.policy().min_shard_rows
+    assert parallel.row_shards(800) == 8
+  assert parallel.policy() == before
+  # parallel.jit traces again under another policy.
+  f = parallel.jit(lambda x: x * parallel.device_count())
+  with parallel.using(devices=2):
+    assert float(f(jnp.ones(()))) == 2.0
+  assert float(f(jnp.ones(()))) == 8.0
+  assert parallel.Policy.default("cpu").chunk_bytes == 4 << 20
+
+
+def test_single_threaded_blas_can_be_turned_off():
+  import threadpoolctl  # pylint: disable=g-import-not-at-top
+  before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+            if lib["user_api"] == "blas"]
+  with parallel.using(single_thread_blas=False):
+    with parallel.single_threaded_blas():
+      inside = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"]
+  assert inside == before

@@ -129,7 +129,8 @@ def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_iters"))
+@functools.partial(parallel.jit,
+                   static_argnames=("num_classes", "num_iters"))
 def _runs_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
   return parallel.map_runs(
       lambda *a: _run_logistic(*a, num_classes, l1, num_iters),
