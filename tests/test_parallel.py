@@ -7,6 +7,7 @@ import pytest
 
 from nearid_jax import ica
 from nearid_jax import parallel
+from nearid_jax import train
 
 
 @pytest.mark.parametrize("runs", [1, 3, 8, 12])
@@ -172,3 +173,29 @@ def test_single_threaded_blas_can_be_turned_off():
       inside = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
                 if lib["user_api"] == "blas"]
   assert inside == before
+
+
+def test_trainer_of_seven_runs_on_2_and_8_devices_equals_one_device():
+  def config(devices):
+    c = train.default_config()
+    c.model.encoder_widths = c.model.decoder_widths = (8,)
+    c.data.obs_dim, c.data.latent_dim, c.data.eval_size = 4, 2, 16
+    c.num_seeds, c.num_steps, c.batch_size = 7, 10, 16
+    c.log_every, c.checkpoint_every, c.progress = 10, 10, False
+    c.num_devices = devices
+    return c
+  out = {d: jax.jit(train.make_train(config(d)))(jax.random.key(0))
+         for d in (1, 2, 8)}
+  for devices in (2, 8):
+    trainer = train.Trainer(config(devices))
+    assert trainer.runs.num_padded == 8  # 7 runs and a copy of the last
+    step = trainer.init_jit(jax.random.key(0)).step
+    assert step.sharding.num_devices == devices
+    assert {s.data.shape[0] for s in step.addressable_shards} == {
+        8 // devices}
+    state, metrics = out[devices]
+    assert metrics["loss"].shape == (7, 10)
+    np.testing.assert_allclose(metrics["loss"], out[1][1]["loss"], rtol=1e-5)
+    # The state keeps its padding (the driver drops it on the host).
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a[:7], b, rtol=1e-4, atol=1e-6), state.params, out[1][0].params)
