@@ -187,13 +187,12 @@ def test_trainer_of_seven_runs_on_2_and_8_devices_equals_one_device():
   out = {d: jax.jit(train.make_train(config(d)))(jax.random.key(0))
          for d in (1, 2, 8)}
   for devices in (2, 8):
-    trainer = train.Trainer(config(devices))
-    assert trainer.runs.num_padded == 8  # 7 runs and a copy of the last
-    step = trainer.init_jit(jax.random.key(0)).step
-    assert step.sharding.num_devices == devices
-    assert {s.data.shape[0] for s in step.addressable_shards} == {
-        8 // devices}
     state, metrics = out[devices]
+    # 7 runs and a copy of the last, split evenly over the devices.
+    assert state.step.shape == (8,)
+    assert state.step.sharding.num_devices == devices
+    assert {s.data.shape[0] for s in state.step.addressable_shards} == {
+        8 // devices}
     assert metrics["loss"].shape == (7, 10)
     np.testing.assert_allclose(metrics["loss"], out[1][1]["loss"], rtol=1e-5)
     # The state keeps its padding (the driver drops it on the host).
