@@ -33,10 +33,13 @@ Examples:
   >>> import jax, jax.numpy as jnp
   >>> from nearid_jax import parallel
   >>> x = jax.random.normal(jax.random.key(0), (5, 100, 3))
-  >>> with parallel.using(devices=2):
-  ...   norms = jax.jit(lambda x: parallel.map_runs(jnp.linalg.norm, x))(x)
-  >>> norms.shape
+  >>> norms = jax.jit(lambda x: parallel.map_runs(jnp.linalg.norm, x))(x)
+  >>> norms.shape  # 5 runs, padded to a multiple of the devices and cut
   (5,)
+  >>> with parallel.using(devices=1):  # a block on one device
+  ...   one = jax.jit(lambda x: parallel.map_runs(jnp.linalg.norm, x))(x)
+  >>> bool(jnp.allclose(norms, one))
+  True
 """
 from nearid_jax.parallel.backend import host_call
 from nearid_jax.parallel.backend import jit

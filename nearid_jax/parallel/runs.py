@@ -176,7 +176,10 @@ def run_layout(num_runs: int, num_devices: int | None = None) -> RunLayout:
 
   Examples:
     >>> from nearid_jax import parallel
-    >>> lay = parallel.run_layout(7, num_devices=2)
+    >>> lay = parallel.run_layout(7, num_devices=1)
+    >>> lay.per_device, lay.padded, lay.padding
+    (7, 7, 0)
+    >>> lay = parallel.RunLayout(7, num_devices=2)  # on 2 devices
     >>> lay.per_device, lay.padded, lay.padding
     (4, 8, 1)
   """
