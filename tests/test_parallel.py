@@ -71,10 +71,14 @@ def test_single_threaded_blas_limits_and_restores():
   assert after == before
 
 
-def test_row_shards():
+def test_row_shards_all_devices_or_one():
   assert parallel.row_shards(100) == 1
-  assert parallel.row_shards(4096 * 3) == 3
+  assert parallel.row_shards(4096 * 7) == 1  # 8 devices would get < 4096
+  assert parallel.row_shards(4096 * 8) == 8
+  assert parallel.row_shards(4096 * 8, d=128) == 1  # 64 rows per column
   assert parallel.row_shards(10 ** 7) == jax.local_device_count()
+  with parallel.using(devices=2):
+    assert parallel.row_shards(4096 * 3) == 2
 
 
 # ---------------------------------------------------------------------------

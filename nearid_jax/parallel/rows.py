@@ -21,10 +21,13 @@ ROWS = "rows"  # the mesh axis of one run's rows
 
 
 def row_shards(n: int, d: int = 1) -> int:
-  """Devices the n rows (d columns) of one run are split over.
+  """Devices the n rows (d columns) of one run are split over: all of the
+  policy's devices, or 1.
 
-  Each device gets at least `max(min_shard_rows, min_shard_rows_per_dim *
-  d)` rows (the policy's); at most all of the policy's devices.
+  All devices when each then gets at least `max(min_shard_rows,
+  min_shard_rows_per_dim * d)` rows (the policy's). Never a subset: the
+  result then lives on the devices every other stage uses, and feeds them
+  as it is.
 
   Examples:
     >>> from nearid_jax import parallel
@@ -33,7 +36,8 @@ def row_shards(n: int, d: int = 1) -> int:
   """
   p = policy_lib.policy()
   least = max(p.min_shard_rows, p.min_shard_rows_per_dim * d)
-  return max(1, min(runs_lib.device_count(), n // least))
+  devices = runs_lib.device_count()
+  return devices if n >= devices * least else 1
 
 
 def row_sharding(n: int, shards: int) -> NamedSharding | None:
