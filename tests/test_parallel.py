@@ -202,3 +202,13 @@ def test_trainer_of_seven_runs_on_2_and_8_devices_equals_one_device():
     # The state keeps its padding (the driver drops it on the host).
     jax.tree.map(lambda a, b: np.testing.assert_allclose(
         a[:7], b, rtol=1e-4, atol=1e-6), state.params, out[1][0].params)
+
+
+def test_arrays_committed_elsewhere_join_the_layer():
+  x = jax.device_put(jnp.arange(6.0).reshape(3, 2), jax.devices()[3])
+  with pytest.raises(ValueError, match="incompatible devices"):
+    jax.jit(lambda x: parallel.map_runs(jnp.sum, x))(x)
+  moved = parallel.on_devices(x)
+  assert moved.sharding.device_set == set(parallel.devices())
+  np.testing.assert_allclose(
+      jax.jit(lambda x: parallel.map_runs(jnp.sum, x))(moved), [1, 5, 9])

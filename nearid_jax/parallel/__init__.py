@@ -58,6 +58,7 @@ from nearid_jax.parallel.runs import devices
 from nearid_jax.parallel.runs import map_local
 from nearid_jax.parallel.runs import map_runs
 from nearid_jax.parallel.runs import mesh
+from nearid_jax.parallel.runs import on_devices
 from nearid_jax.parallel.runs import run_layout
 from nearid_jax.parallel.runs import RunLayout
 from nearid_jax.parallel.runs import RUNS
@@ -78,6 +79,6 @@ def local_mesh(shards: int, axis: str):
 __all__ = [
     "Policy", "policy", "set_policy", "using", "jit", "single_threaded_blas",
     "host_call", "RUNS", "ROWS", "devices", "device_count", "mesh",
-    "RunLayout", "run_layout", "map_runs", "map_local", "Rows", "row_shards",
+    "RunLayout", "run_layout", "map_runs", "map_local", "on_devices", "Rows", "row_shards",
     "row_sharding", "chunked_sum",
 ]

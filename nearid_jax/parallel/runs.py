@@ -161,6 +161,25 @@ class RunLayout:
     return lax.with_sharding_constraint(tree, self.sharding)
 
 
+def on_devices(tree):
+  """Concrete arrays committed to devices the layer does not use, copied
+  (device to device, replicated) onto `devices()`; all else as it is.
+
+  Results of the layer's programs are already there; this admits arrays
+  the caller put elsewhere (e.g. on one device), which a program spread
+  over the layer's devices would refuse. Tracers and uncommitted arrays
+  pass unchanged.
+  """
+  target = set(devices())
+
+  def move(a):
+    if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+        and a.committed and a.sharding.device_set != target):
+      return jax.device_put(a, NamedSharding(mesh(len(target)), P()))
+    return a
+  return jax.tree.map(move, tree)
+
+
 def _check_runs(a, num_runs):
   if a.shape[0] != num_runs:
     raise ValueError(f"expected a leading run axis of {num_runs}, got shape "
