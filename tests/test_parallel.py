@@ -165,6 +165,10 @@ def test_policy_validates_scopes_and_keys_programs():
   with parallel.using(devices=2):
     assert float(f(jnp.ones(()))) == 2.0
   assert float(f(jnp.ones(()))) == 8.0
+  # Static arguments given by position are found in the function's
+  # signature, as with jax.jit.
+  g = parallel.jit(lambda x, n: x + jnp.zeros((n,)), static_argnames="n")
+  assert g(1.0, 3).shape == (3,)
   assert parallel.Policy.default("cpu").chunk_bytes == 4 << 20
 
 

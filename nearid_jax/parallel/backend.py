@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import threading
 from typing import Callable, Iterator
 
@@ -187,6 +188,15 @@ def jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
   def traced(*args, _policy, **kwargs):
     del _policy  # only a cache key: the trace reads policy() itself
     return fun(*args, **kwargs)
+  # fun's own signature plus the key, so that static_argnames given
+  # positionally are found (jax.jit reads the signature).
+  sig = inspect.signature(fun)
+  params = list(sig.parameters.values())
+  at = next((i for i, q in enumerate(params)
+             if q.kind is inspect.Parameter.VAR_KEYWORD), len(params))
+  params.insert(at, inspect.Parameter("_policy",
+                                      inspect.Parameter.KEYWORD_ONLY))
+  traced.__signature__ = sig.replace(parameters=params)
   compiled = jax.jit(traced, static_argnames=static + ("_policy",),
                      **jit_kwargs)
 
