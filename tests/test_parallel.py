@@ -169,6 +169,7 @@ def test_policy_validates_scopes_and_keys_programs():
   # signature, as with jax.jit.
   g = parallel.jit(lambda x, n: x + jnp.zeros((n,)), static_argnames="n")
   assert g(1.0, 3).shape == (3,)
+  assert "tensor<3xf32>" in g.lower(1.0, 3).as_text()
   assert parallel.Policy.default("cpu").chunk_bytes == 4 << 20
 
 

@@ -203,6 +203,9 @@ def jit(fun: Callable | None = None, **jit_kwargs) -> Callable:
   @functools.wraps(fun)
   def call(*args, **kwargs):
     return compiled(*args, _policy=policy(), **kwargs)
+  # Ahead-of-time use (`f.lower(...).compile()`), as on a jax.jit function.
+  call.lower = lambda *args, **kwargs: compiled.lower(
+      *args, _policy=policy(), **kwargs)
   return call
 
 
