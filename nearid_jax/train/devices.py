@@ -34,6 +34,8 @@ class RunPlacement:
 
   def __init__(self, num_devices: int = 0, runs_per_group: int = 0):
     n_dev = num_devices or parallel.device_count()
+    # The run count comes later (`make_run_table` pads with the same rule);
+    # the layout of any multiple of n_dev runs has these devices and mesh.
     self.layout = parallel.run_layout(n_dev, n_dev)
     self.mesh = self.layout.mesh
     self.sharding = self.layout.sharding
@@ -42,10 +44,6 @@ class RunPlacement:
   @property
   def num_devices(self) -> int:
     return self.layout.num_devices
-
-  def padded(self, num_runs: int) -> int:
-    """Runs after padding to a multiple of the devices."""
-    return parallel.RunLayout(num_runs, self.num_devices).padded
 
   def constrain(self, tree: Any) -> Any:
     """Pins the leading (run) axis of every leaf to the mesh (inside jit)."""
