@@ -16,6 +16,8 @@ from scipy import optimize
 from scipy.spatial import distance
 
 from nearid_jax import align
+from nearid_jax import metrics
+from nearid_jax.align import pairs as align_pairs
 from nearid_jax import parallel
 
 N, D = 600, 4
@@ -300,10 +302,10 @@ def test_batched_equals_pair_by_pair(three_runs):
       res.diameter, [distance.pdist(z).max() for z in three_runs], rtol=1e-5)
 
 
-def test_pairs_over_devices_and_row_blocks_equal_one_device(
-    three_runs, monkeypatch):
-  # The tests run with 8 CPU devices: the 12 ordered pairs of 4 runs go to
-  # 4 devices (as the runs themselves), the 5 structural pairs to 5.
+def test_pairs_over_devices_and_row_blocks_equal_one_device(three_runs):
+  # The tests run with 8 CPU devices: the 12 ordered pairs of 4 runs and
+  # the 5 structural pairs are padded to multiples of 8 and spread over all
+  # of them (as the runs themselves).
   # Evaluating 7 rows per block (300 evaluation rows: the last block is
   # shifted back and overlaps) must not change ε or R² either.
   zs = np.concatenate([three_runs, three_runs[1:2][:, ::-1]])
@@ -313,14 +315,13 @@ def test_pairs_over_devices_and_row_blocks_equal_one_device(
   def both():
     return (align.pairwise_epsilon(zs, ALL, key=KEY).epsilon,
             align.structural(runs5, factors, ("perm", "rigid", "linear"),
-                             key=KEY, with_metrics=False)["epsilon"])
+                             key=KEY, with_sources=False)["epsilon"])
   spread = both()
   with parallel.using(devices=1):
     one = both()
-  with monkeypatch.context() as m:
-    per_row = 4 * (2 * D + 3 * len(ALL) * D)
-    m.setattr(align, "_CPU_BUDGET", 7 * per_row)
-    assert align._chunks(12, N // 2, D, D, len(ALL), None) == (1, 7)
+  per_row = 4 * (2 * D + 3 * len(ALL) * D)
+  with parallel.using(chunk_bytes=7 * per_row):
+    assert align_pairs.chunks(12, N // 2, D, D, len(ALL), None) == (1, 7)
     blocks = both()
   # Sums taken in another order (row blocks, cross-covariance blocks)
   # differ in float32 rounding only; R² = 1 - ss/sst near 0 sees that as an
@@ -392,13 +393,20 @@ def test_structural_epsilon_to_the_factors():
   # scale, perm cannot fit it exactly (a scale test is in
   # test_perm_attains_scipy_assignment_optimum).
   assert eps["perm"][2] > 0.01 and eps["linear"][2] < 1e-5
-  # MCC (nearid_jax.metrics): run 2 is disentangled already, runs 0-1 only
-  # after ICA; all are affine functions of u.
-  np.testing.assert_allclose(res["mcc_raw"][2], 1.0, atol=1e-5)
-  assert (res["mcc_raw"][:2] < 0.97).all()
-  assert (res["mcc_ica"] > 0.98).all()
-  assert (res["mcc_ica_spearman"] > 0.97).all()
-  np.testing.assert_allclose(res["r2"], 1.0, atol=1e-4)
+  # MCC (nearid_jax.metrics, run by the caller on the returned rows): run 2
+  # is disentangled already, runs 0-1 only after ICA; all are affine
+  # functions of u.
+  def mcc(z, method="pearson"):
+    return np.asarray(metrics.mcc(z, res.factors_eval, method=method)["mcc"])
+  mcc_raw = mcc(res.codes_eval)
+  np.testing.assert_allclose(mcc_raw[2], 1.0, atol=1e-5)
+  assert (mcc_raw[:2] < 0.97).all()
+  assert (mcc(res.sources_eval) > 0.98).all()
+  assert (mcc(res.sources_eval, "spearman") > 0.97).all()
+  all_rows = np.concatenate([res.codes_fit, res.codes_eval], axis=1)
+  u_all = np.concatenate([res.factors_fit, res.factors_eval])
+  r2 = metrics.r2(all_rows, u_all, key=jax.random.fold_in(KEY, 7))["r2"]
+  np.testing.assert_allclose(r2, 1.0, atol=1e-4)
 
 
 def test_decoder_bi_lipschitz_closed_form():
@@ -461,5 +469,5 @@ def test_upper_quantile_is_numpys_linear_quantile(q):
   v[2] = 0.25
   v[3, :600] = 0.0
   v[3, 0] = -0.0
-  got = np.asarray(jax.jit(lambda x: align._upper_quantile(x, q))(v))  # pylint: disable=protected-access
+  got = np.asarray(jax.jit(lambda x: align_pairs.upper_quantile(x, q))(v))
   np.testing.assert_allclose(got, np.quantile(v, q, axis=-1), rtol=1e-6)

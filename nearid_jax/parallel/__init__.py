@@ -65,20 +65,9 @@ from nearid_jax.parallel.runs import RUNS
 
 
 
-def run_shards(size: int) -> int:  # pylint: disable=unused-argument
-  """Legacy (nearid_jax.align until it migrates): devices R runs use, now
-  always `device_count()` (`run_layout` pads R to a multiple)."""
-  return device_count()
-
-
-def local_mesh(shards: int, axis: str):
-  """Legacy (nearid_jax.align until it migrates): `mesh(shards, axis)`."""
-  return mesh(shards, axis)
-
-
 __all__ = [
     "Policy", "policy", "set_policy", "using", "jit", "single_threaded_blas",
     "host_call", "RUNS", "ROWS", "devices", "device_count", "mesh",
-    "RunLayout", "run_layout", "map_runs", "map_local", "on_devices", "Rows", "row_shards",
-    "row_sharding", "chunked_sum",
+    "RunLayout", "run_layout", "map_runs", "map_local", "on_devices", "Rows",
+    "row_shards", "row_sharding", "chunked_sum",
 ]
