@@ -20,9 +20,6 @@ def _budget() -> int:
   return parallel.policy().chunk_bytes
 
 
-_one_lapack_thread = parallel.host_call
-
-
 def _take(tree, i):
   """Run i of every leaf of a stacked pytree."""
   return jax.tree.map(lambda a: a[i], tree)
