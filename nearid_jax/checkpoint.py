@@ -74,16 +74,21 @@ class Checkpointer:
       _raise_if_disk_full(e, self.directory)
       raise
 
-  def restore(self, step: int, abstract_state: Any) -> Any:
+  def restore(self, step: int, abstract_state: Any, *,
+              allow_resize: bool = False) -> Any:
     """Restores `step` into the shapes, dtypes and shardings of the target.
 
     Args:
       step: a saved step.
       abstract_state: pytree of `jax.ShapeDtypeStruct` with shardings, e.g.
         from `jax.eval_shape` (so nothing is allocated twice).
+      allow_resize: restore arrays saved with another leading size by
+        truncating or zero-padding them (the trainer's run axis is padded to
+        the device count; the padding runs are never read).
 
     Raises:
       CorruptCheckpoint: the step exists but cannot be read.
+      ValueError: the saved arrays have other shapes than the target.
     """
     try:
       return self._manager.restore(
@@ -92,12 +97,18 @@ class Checkpointer:
       reason = " ".join(str(e).split())
       if len(reason) > 300:
         reason = reason[:300] + " ..."
+      if "stored shape" in reason:
+        if allow_resize:
+          return self._manager.restore(step, args=ocp.args.StandardRestore(
+              abstract_state, strict=False))
+        raise ValueError(f"checkpoint step {step} in {self.directory} holds "
+                         f"arrays of other shapes ({reason})") from e
       raise CorruptCheckpoint(
           f"checkpoint step {step} in {self.directory} cannot be read "
           f"({type(e).__name__}: {reason})") from e
 
-  def restore_latest(self, abstract_state: Any, *, strict: bool = False
-                     ) -> tuple[int | None, Any]:
+  def restore_latest(self, abstract_state: Any, *, strict: bool = False,
+                     allow_resize: bool = False) -> tuple[int | None, Any]:
     """Restores the newest step that can be read.
 
     A newer step that cannot be read is reported (one warning line naming
@@ -107,6 +118,7 @@ class Checkpointer:
     Args:
       abstract_state: the restore target (see `restore`).
       strict: raise at the first unreadable step instead of falling back.
+      allow_resize: see `restore`.
 
     Returns:
       (step, state), or (None, None) when no step was saved.
@@ -119,7 +131,7 @@ class Checkpointer:
     bad = []
     for step in steps:
       try:
-        state = self.restore(step, abstract_state)
+        state = self.restore(step, abstract_state, allow_resize=allow_resize)
       except CorruptCheckpoint as e:
         if strict:
           raise CorruptCheckpoint(

@@ -146,7 +146,10 @@ def _run(trainer, workdir, overwrite, strict, on_chunk, primary):
 
   with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                              keep=config.keep_checkpoints) as ckpt:
-    start, state = ckpt.restore_latest(abstract, strict=strict)
+    # The run axis is padded to the device count, which may differ from the
+    # saved run's (num_devices is RESUMABLE); padding runs are never read.
+    start, state = ckpt.restore_latest(abstract, strict=strict,
+                                       allow_resize=True)
     if start is None:
       start = 0
       state = trainer.init_jit(key)
