@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from unittest import mock
 
 import pytest
 
@@ -253,3 +254,18 @@ def test_binaries_end_user_errors_in_one_line(tmp_path):
   assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
   assert str(train_dir / "representations.npz") in lines[0]
   assert "truncated" in lines[0]
+
+
+def test_config_is_checked_once_per_job():
+  # Issue 13: the train section is checked by one function, once (the
+  # Trainer, reached through get_trainer / run / make_train); the report
+  # checks only its own section and leaves the train section to train.run.
+  config = tiny_config(seed=987)  # a config no other test built
+  check = train.config.validate_config
+  with mock.patch.object(train.trainer, "validate_config",
+                         wraps=check) as inner, \
+       mock.patch.object(train, "validate_config", wraps=check) as outer:
+    train.get_trainer(config)
+    train.get_trainer(config)
+    report.validate_config(report.default_config())
+  assert inner.call_count + outer.call_count == 1
