@@ -69,14 +69,26 @@ def run_main(main: Callable[[list[str]], object],
 
 
 def is_user_error(e: BaseException) -> bool:
-  """True for exceptions `run_main` reports in one line (see module doc)."""
+  """True for exceptions `run_main` reports in one line (see module doc).
+
+  Examples:
+    >>> is_user_error(ValueError("config.num_seeds: must be >= 1"))
+    True
+    >>> is_user_error(TypeError("a bug"))
+    False
+  """
   if isinstance(e, USER_ERRORS):
     return True
   return isinstance(e, OSError) and e.errno in _OS_ERRNOS
 
 
 def describe(e: BaseException) -> str:
-  """The one-line message of a user error (its path, when it has one)."""
+  """The one-line message of a user error (its path, when it has one).
+
+  Examples:
+    >>> describe(OSError(errno.ENOSPC, "No space left on device", "/w"))
+    'disk full writing /w (No space left on device)'
+  """
   if isinstance(e, OSError) and e.errno in _OS_ERRNOS and not isinstance(
       e, FileNotFoundError):
     where = f" writing {e.filename}" if e.filename else ""

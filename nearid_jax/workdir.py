@@ -120,6 +120,17 @@ def _read_pid(fd: int) -> str:
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Reads every array of an .npz file, naming the file when it is bad.
 
+  Examples:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "bad.npz")
+    >>> with open(path, "wb") as f:
+    ...   _ = f.write(b"PK\\x03\\x04cut")
+    >>> try:
+    ...   load_npz(path)
+    ... except ValueError as e:
+    ...   print(str(e).startswith(path + " cannot be read"))
+    True
+
   Raises:
     FileNotFoundError: no such file.
     ValueError: the file is truncated or not an .npz (the message names
