@@ -17,6 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from nearid_jax import cli
+from nearid_jax import compile_cache
 from nearid_jax import report
 from nearid_jax import workdir
 
@@ -34,6 +35,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  compile_cache.enable()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
   # One writer per workdir; user errors end in one line (cli.run_main).
