@@ -1,1 +1,3 @@
 """nearid_jax."""
+
+__version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Near-identifiability ε: maps between representations, and their errors.
 
-The paper's central measurement (PAPER.md §1-§4). Given two runs'
+The paper's central measurement (docs/paper.md §1-§3). Given two runs'
 representations of the same inputs, a *target* Z_t [n, d_t] and a *source*
 Z_s [n, d_s], we fit a map h from a class H on a random `fit_fraction` of the
 rows and report, on the other rows, the ℓ2 error ‖z_t - h(z_s)‖ divided by
@@ -1312,7 +1312,7 @@ def decoder_bi_lipschitz(decode: Callable, z) -> dict:
 
   With σ_max(x), σ_min(x) the extreme singular values of the [D, k]
   Jacobian of `decode` at each evaluation point, 1 + L = max(max_x σ_max,
-  1 / min_x σ_min) (PAPER.md Theorem 1). Pure: vmap it over runs.
+  1 / min_x σ_min) (docs/paper.md Theorem 1). Pure: vmap it over runs.
 
   Args:
     decode: function [k] -> [D] (one point), D >= k for an injective
