@@ -64,7 +64,7 @@ test-other-pythons:
 	@for v in $(OTHER_PYTHONS); do \
 	  py=$$(.ci/find_python $$v) || { echo "SKIP: Python $$v is not installed here (looked for python$$v on PATH and under pyenv)"; continue; }; \
 	  echo "== Python $$v ($$py): install the wheel, nearid-report :smoke, notebooks"; \
-	  venv=.venv-py$$v; \
+	  venv=.venv-wheel-py$$v; \
 	  if [ ! -x $$venv/bin/python ]; then $$py -m venv $$venv && $$venv/bin/python -m pip --disable-pip-version-check -q install --upgrade pip || exit 1; fi; \
 	  if [ ! -e $$venv/.installed-test ] || [ setup.cfg -nt $$venv/.installed-test ]; then \
 	    $$venv/bin/python -m pip --disable-pip-version-check -q install ".[test]" && touch $$venv/.installed-test || exit 1; fi; \
@@ -79,4 +79,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.train_throughput
 
 clean:
-	rm -rf $(VENV) $(addprefix .venv-py,$(SUPPORTED_PYTHONS)) results
+	rm -rf $(VENV) $(addprefix .venv-py,$(SUPPORTED_PYTHONS)) $(addprefix .venv-wheel-py,$(SUPPORTED_PYTHONS)) results
