@@ -57,23 +57,25 @@ test: $(VENV)/.installed-test
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (PYTEST_ARGS=$(PYTEST_ARGS))" >&2; fi; exit $$rc; }
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-other-pythons; fi
 
-# For each other version: a fresh venv with the package installed as a wheel
-# (not editable), `nearid-report` run from outside the repository, and the
+# For each other version, in parallel (the notebooks are compile-bound, one
+# core each): a fresh venv with the package installed as a wheel (not
+# editable), `nearid-report` run from outside the repository, and the
 # notebooks. A version that is not installed here is skipped, said so.
 test-other-pythons:
-	@for v in $(OTHER_PYTHONS); do \
-	  py=$$(.ci/find_python $$v) || { echo "SKIP: Python $$v is not installed here (looked for python$$v on PATH and under pyenv)"; continue; }; \
-	  echo "== Python $$v ($$py): install the wheel, nearid-report :smoke, notebooks"; \
-	  venv=.venv-wheel-py$$v; \
-	  if [ ! -x $$venv/bin/python ]; then $$py -m venv $$venv && $$venv/bin/python -m pip --disable-pip-version-check -q install --upgrade pip || exit 1; fi; \
+	@$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix test-python-,$(OTHER_PYTHONS))
+
+test-python-%:
+	@py=$$(.ci/find_python $*) || { echo "SKIP: Python $* is not installed here (looked for python$* on the PATH and under pyenv)"; exit 0; }; \
+	  venv=.venv-wheel-py$*; pip="$$venv/bin/python -m pip --disable-pip-version-check -q"; \
+	  echo "== Python $* ($$py): the wheel, nearid-report :smoke, the notebooks"; \
+	  if [ ! -x $$venv/bin/python ]; then $$py -m venv $$venv && $$pip install --upgrade pip || exit 1; fi; \
 	  if [ ! -e $$venv/.installed-test ] || [ setup.cfg -nt $$venv/.installed-test ]; then \
-	    $$venv/bin/python -m pip --disable-pip-version-check -q install ".[test]" && touch $$venv/.installed-test || exit 1; fi; \
-	  $$venv/bin/python -m pip --disable-pip-version-check -q install --no-deps --force-reinstall . || exit 1; \
+	    $$pip install ".[test]" && touch $$venv/.installed-test || exit 1; fi; \
+	  $$pip install --no-deps --force-reinstall . || exit 1; \
 	  tmp=$$(mktemp -d); \
 	  (cd $$tmp && $(CURDIR)/$$venv/bin/nearid-report --config=identifiability:smoke --workdir=$$tmp/report) || exit 1; \
 	  rm -rf $$tmp; \
-	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests/test_colabs.py || exit 1; \
-	done
+	  $$venv/bin/python -m pytest -q -p no:cacheprovider tests/test_colabs.py || { echo "FAILED on Python $*" >&2; exit 1; }
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.train_throughput
