@@ -55,6 +55,7 @@ from nearid_jax import align
 from nearid_jax import metrics as metrics_lib
 from nearid_jax import plotting
 from nearid_jax import train
+from nearid_jax.models import conv as conv_lib
 
 # Strictest first: each class contains the ones before it.
 _ORDER = ("identity", "perm", "rigid", "similarity", "linear")
@@ -232,8 +233,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   t = time.time()
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always", UserWarning)
-    st = align.structural(z, reps["u"], kinds, dims=config.dims,
-                          suite=tuple(config.metrics), **common)
+    st = align.structural(z, reps["u"], kinds, dims=config.dims, **common)
+    st = _structural_metrics(st, key, tuple(config.metrics))
   notes = _merge_column_notes(str(w.message) for w in caught)
   for note in notes:
     logging.warning("%s", note)
@@ -350,11 +351,42 @@ def _bi_lipschitz(config, train_dir, reps, valid) -> dict[str, Any]:
       x = model.apply({"params": p, **ms}, v[None], method="decode")
       return x.reshape(-1)
     return align.decoder_bi_lipschitz(decode, zp)["one_plus_l"]
-  vals = np.asarray(jax.jit(jax.vmap(one))(params, model_state, hps, points))
+  # Our conv layers' CPU custom VJP is reverse-mode only; trace them as
+  # lax convolutions here so that jacfwd (k columns, not D rows) works.
+  with conv_lib.forward_mode():
+    vals = np.asarray(jax.jit(jax.vmap(one))(params, model_state, hps,
+                                             points))
   for i, v in zip(idx, vals):
     out["one_plus_l"][i] = _num(v)
     out["theorem1_factor"][i] = _num(align.theorem1_factor(v))
   out["points"] = m
+  return out
+
+
+def _structural_metrics(st: align.Structural, key, suite) -> dict:
+  """ε of `align.structural` with MCC (raw / after ICA; Pearson /
+  Spearman), affine R² and the optional metric suite per run."""
+  u_eval = st.factors_eval
+  out = {"epsilon": st.epsilon, "diameter": st.diameter, "valid": st.valid}
+  for name, z in (("raw", st.codes_eval), ("ica", st.sources_eval)):
+    out[f"mcc_{name}"] = np.asarray(
+        metrics_lib.mcc(z, u_eval, method="pearson")["mcc"])
+    out[f"mcc_{name}_spearman"] = np.asarray(
+        metrics_lib.mcc(z, u_eval, method="spearman")["mcc"])
+  # R² on all rows (metrics.r2 makes its own fit/score split).
+  all_rows = jnp.concatenate([st.codes_fit, st.codes_eval], axis=1)
+  u_all = jnp.concatenate([st.factors_fit, st.factors_eval], axis=0)
+  out["r2"] = np.asarray(metrics_lib.r2(all_rows, u_all,
+                                        key=jax.random.fold_in(key, 7))["r2"])
+  if suite:
+    k_suite = jax.random.fold_in(key, 8)
+    try:
+      out["suite"] = {
+          name: metrics_lib.evaluate_all(z, u_eval, key=k_suite,
+                                         metrics=suite)
+          for name, z in (("raw", st.codes_eval), ("ica", st.sources_eval))}
+    except ValueError as e:  # e.g. fewer evaluation rows than classes
+      out["suite_error"] = str(e)
   return out
 
 
