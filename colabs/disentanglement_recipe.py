@@ -54,12 +54,15 @@ import numpy as np
 
 from experiments.configs import beta_vae
 from experiments.configs import conv_ae
+from nearid_jax import compile_cache
 from nearid_jax import ica
 from nearid_jax import metrics
 from nearid_jax import plotting
 from nearid_jax import train
 
 SMOKE = os.environ.get("NEARID_SMOKE") == "1"  # CI sizes
+# Compiled programs persist across sessions (~/.cache/nearid_jax/jax).
+compile_cache.enable()
 print("jax", jax.__version__, "on", jax.devices())
 print("Recommended runtime: GPU (T4 or better); CPU only for NEARID_SMOKE=1")
 

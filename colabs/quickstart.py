@@ -46,12 +46,15 @@ import jax
 import numpy as np
 
 from nearid_jax import align
+from nearid_jax import compile_cache
 from nearid_jax import ica
 from nearid_jax import metrics
 from nearid_jax import plotting
 from nearid_jax import train
 
 SMOKE = os.environ.get("NEARID_SMOKE") == "1"  # CI sizes
+# Compiled programs persist across sessions (~/.cache/nearid_jax/jax).
+compile_cache.enable()
 print("jax", jax.__version__, "on", jax.devices())
 print("Recommended runtime: CPU (Runtime > Change runtime type > CPU)")
 
