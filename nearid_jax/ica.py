@@ -1,8 +1,9 @@
 """FastICA in JAX: batched over runs, jittable, chunked over rows.
 
 Whitening + contrast-function ICA turns a representation that is identifiable
-up to a linear map into one identifiable up to a signed permutation (PAPER.md,
-Theorem 2); `nearid_jax.align` uses it to map one run onto another.
+up to a linear map into one identifiable up to a signed permutation
+(docs/paper.md, Theorem 2); `nearid_jax.align` uses it to map one run onto
+another.
 
 The algorithm is Hyvärinen's fixed point (Hyvärinen & Oja 2000) with
 scikit-learn's conventions, so that results and tolerances mean the same thing

@@ -308,7 +308,8 @@ def _run_names(train_dir, reps) -> list[str]:
 def _bi_lipschitz(config, train_dir, reps, valid) -> dict[str, Any]:
   """1 + L of each run's decoder at its own latent codes."""
   note = ("1 + L = max(σ_max, 1/σ_min) of the decoder Jacobian over "
-          "evaluation points (the run's latent codes), PAPER.md Theorem 1.")
+          "evaluation points (the run's latent codes), docs/paper.md "
+          "Theorem 1.")
   r = len(valid)
   out = {"one_plus_l": [None] * r, "theorem1_factor": [None] * r,
          "data_bound": None, "points": 0, "note": note}

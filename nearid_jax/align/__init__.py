@@ -1,6 +1,6 @@
 """Near-identifiability ε: maps between representations, and their errors.
 
-The paper's central measurement (PAPER.md §1-§4). Given two runs'
+The paper's central measurement (docs/paper.md §1-§3). Given two runs'
 representations of the same inputs, a *target* Z_t [n, d_t] and a *source*
 Z_s [n, d_s], we fit a map h from a class H on a random `fit_fraction` of the
 rows and report, on the other rows, the ℓ2 error ‖z_t - h(z_s)‖ divided by
