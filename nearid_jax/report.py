@@ -55,6 +55,7 @@ from nearid_jax import align
 from nearid_jax import metrics as metrics_lib
 from nearid_jax import plotting
 from nearid_jax import train
+from nearid_jax import workdir as workdir_lib
 from nearid_jax.models import conv as conv_lib
 
 # Strictest first: each class contains the ones before it.
@@ -122,8 +123,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.bi_lipschitz_points < 1:
     bad("bi_lipschitz_points", f"must be >= 1, got "
         f"{config.bi_lipschitz_points}.")
+  # The train section is checked once, by train.run, before it compiles.
   if not config.train_workdir:
-    train.validate_config(config.train)
     if config.layer not in config.train.eval.layers:
       bad("layer", f"{config.layer!r} is not among the trained layers "
           f"config.train.eval.layers = {tuple(config.train.eval.layers)}; "
@@ -148,8 +149,7 @@ def load_representations(path: str, layer: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: train first, or point "
                             "config.train_workdir at a training workdir.")
-  with np.load(path) as f:
-    data = {k: f[k] for k in f.files}
+  data = workdir_lib.load_npz(path)  # names the path if it is truncated
   found = sorted(data)
   layers = sorted(k[2:] for k in found if k.startswith("z/"))
   expected = [f"z/{layer}", *_REQUIRED]
@@ -269,16 +269,11 @@ def _check_previous(config, workdir, overwrite):
       old = json.load(f).get("config", {})
     except json.JSONDecodeError:
       return
-  new = json.loads(json.dumps(config.to_dict(), default=str))
-  # Progress bars and logging do not change results.
-  for c in (old, new):
-    for k in ("progress", "log_every"):
-      c.get("train", {}).pop(k, None)
-  diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  diffs = train.config_diff(old, config, section="train.")
   if diffs:
     raise ValueError(
         f"--workdir {workdir!r} holds a report of different settings "
-        f"(differing: {diffs}). Use a new --workdir, or pass --overwrite.")
+        f"({'; '.join(diffs)}). Use a new --workdir, or pass --overwrite.")
 
 
 def _merge_column_notes(messages) -> list[str]:
@@ -313,7 +308,8 @@ def _run_names(train_dir, reps) -> list[str]:
 def _bi_lipschitz(config, train_dir, reps, valid) -> dict[str, Any]:
   """1 + L of each run's decoder at its own latent codes."""
   note = ("1 + L = max(σ_max, 1/σ_min) of the decoder Jacobian over "
-          "evaluation points (the run's latent codes), PAPER.md Theorem 1.")
+          "evaluation points (the run's latent codes), docs/paper.md "
+          "Theorem 1.")
   r = len(valid)
   out = {"one_plus_l": [None] * r, "theorem1_factor": [None] * r,
          "data_bound": None, "points": 0, "note": note}
