@@ -33,8 +33,7 @@ strong-Wolfe search sometimes a little lower), but ours stays closer to
 sklearn's fitted probabilities (max difference 2e-6 to 4e-3 vs optax's 1e-3
 to 1e-2) and optax took 2.8-3.9x as long at (n, p, C) = (5000, 10, 10),
 (5000, 10, 40), (10000, 20, 40) and 0.66x at (10000, 20, 10) (2 shared CPU
-cores, under contention): under `vmap` every run pays for the longest zoom
-search of the batch.
+cores, under contention, ratio taken in the same run).
 """
 from __future__ import annotations
 
