@@ -1,0 +1,48 @@
+"""Reproduces one of the paper's experiments: `run(config, workdir)`.
+
+`experiments/reproduce.py` is the binary; `config.experiment` names the
+experiment and picks its module from `EXPERIMENTS`, a registry of
+"name -> module path". Each module has `run(config, workdir) -> dict` (it
+writes results.json, results.md and plots to `workdir` and returns the
+content of results.json). Adding an experiment is one line here plus its
+module and a config under `experiments/configs/paper/`.
+
+    python -m experiments.reproduce \
+        --config=experiments/configs/paper/cells.py:smoke --workdir=/tmp/cells
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+import ml_collections
+
+# name -> module with `run(config, workdir) -> dict` (imported lazily, so
+# one experiment's dependencies never load for another).
+EXPERIMENTS = {
+    "cells": "nearid_jax.paper.cells",
+}
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the experiment `config.experiment` and writes its results.
+
+  Args:
+    config: an experiment config (`experiments/configs/paper/*.py`) with a
+      field `experiment`, a key of `EXPERIMENTS`.
+    workdir: output directory (created if needed).
+
+  Returns:
+    The experiment's results (the content of workdir/results.json).
+
+  Raises:
+    ValueError: an unknown or missing `config.experiment` (the message
+      lists the known ones), or the experiment's own config errors.
+  """
+  name = config.get("experiment")
+  if name not in EXPERIMENTS:
+    raise ValueError(f"config.experiment = {name!r} is not one of "
+                     f"{sorted(EXPERIMENTS)}.")
+  os.makedirs(workdir, exist_ok=True)
+  return importlib.import_module(EXPERIMENTS[name]).run(config, workdir)
