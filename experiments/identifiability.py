@@ -40,9 +40,9 @@ def main(argv):
                         overwrite=_OVERWRITE.value)
   except (ValueError, FileNotFoundError) as e:  # the message says why
     sys.exit(f"error: {e}")
-  print(result["verdict"]["text"])
+  print(result.text)
   print(f"Report: {os.path.join(_WORKDIR.value, 'report.md')} "
-        f"({result['timing_s']['total']:.0f} s)")
+        f"({result.timing_s['total']:.0f} s)")
 
 
 if __name__ == "__main__":
