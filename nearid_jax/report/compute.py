@@ -22,6 +22,7 @@ Nothing here writes files; `render` and `figures` present the result.
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from typing import Sequence
@@ -49,6 +50,10 @@ def compute(config: ml_collections.ConfigDict, runs: Runs, *,
             bi_lipschitz: R.BiLipschitz | None = None) -> R.Report:
   """Measures every grid point of `runs` and decides the verdicts.
 
+  Sections about one run at a time (structural ε, MCC, R², the metric
+  suite except UDR) are computed once for all valid runs and sliced per
+  grid point; pairs (statistical ε, efficiency, UDR) stay within a point.
+
   Args:
     config: see `config.default_config` (the `train` part is not read).
     runs: the runs (see `Runs.from_workdir`, `Runs.from_arrays`).
@@ -66,8 +71,47 @@ def compute(config: ml_collections.ConfigDict, runs: Runs, *,
                      "run(s) finished without diverging (and with finite "
                      "representations); ε needs at least 2.")
   key = jax.random.key(config.seed)
-  groups = [_group(config, runs, grid, idx, key)
-            for grid, idx in runs.groups()]
+  notes = list(runs.notes)
+  run_notes: dict[int, list[str]] = {}
+  z_live: dict[int, np.ndarray] = {}
+  for i in np.flatnonzero(runs.valid):
+    live = live_latents(runs.z[i], config.dead_latent_spread)
+    if not live.any():
+      run_notes[i] = [f"run {runs.names[i]}: every latent is (near-)constant;"
+                      " run left out."]
+      continue
+    if not live.all():
+      sd = np.std(runs.z[i].astype(np.float64), axis=0)
+      dead = np.flatnonzero(~live)
+      run_notes[i] = [
+          f"run {runs.names[i]}: latent(s) {dead.tolist()} near-dead "
+          f"(spread {', '.join(f'{sd[j] / sd.max():.1e}' for j in dead)} of "
+          f"the largest, below {config.dead_latent_spread:g}); dropped for "
+          "the ε maps."]
+    z_live[int(i)] = runs.z[i][:, live]
+  usable = sorted(z_live)
+  if not usable:
+    raise ValueError("no valid run has a usable latent (every latent is "
+                     "(near-)constant).")
+  structural = metrics = variants = None
+  try:
+    structural = _structural(config, [z_live[i] for i in usable], runs.u,
+                             key, notes)
+  except ValueError as e:
+    notes.append(f"structural ε not computed: {e}")
+  try:
+    metrics, variants = _metrics(config, runs.z[usable], runs.u, key)
+  except ValueError as e:
+    notes.append(f"metrics not computed: {e}")
+  groups = []
+  for grid, idx in runs.groups():
+    members = [int(i) for i in idx if int(i) in z_live]
+    pos = [usable.index(i) for i in members]
+    groups.append(_group(
+        config, runs, grid, idx, members, [z_live[i] for i in members], key,
+        _take_structural(structural, pos), _take_metrics(
+            config, metrics, variants, pos),
+        [n for i in idx for n in run_notes.get(int(i), [])]))
   r, n, d = runs.z.shape
   settings = {
       "n_rows": int(n), "dim": int(d), "num_factors": int(runs.u.shape[1]),
@@ -87,7 +131,7 @@ def compute(config: ml_collections.ConfigDict, runs: Runs, *,
   return R.Report(runs=infos, layer=config.layer,
                   threshold=float(config.threshold), groups=groups,
                   bi_lipschitz=bi_lipschitz, settings=settings,
-                  notes=list(runs.notes), config={})
+                  notes=notes, config={})
 
 
 def live_latents(z: np.ndarray, spread: float) -> np.ndarray:
@@ -105,31 +149,33 @@ def live_latents(z: np.ndarray, spread: float) -> np.ndarray:
   return sd > spread * sd.max() if sd.max() > 0 else np.zeros_like(sd, bool)
 
 
-def _group(config, runs: Runs, grid: dict, idx: np.ndarray, key) -> R.Group:
-  tau = float(config.threshold)
-  notes: list[str] = []
-  left_out = [int(i) for i in idx if not runs.valid[i]]
-  members = [int(i) for i in idx if runs.valid[i]]
-  # Near-dead latents, per run.
-  z_live = []
-  for i in list(members):
-    live = live_latents(runs.z[i], config.dead_latent_spread)
-    if not live.any():
-      notes.append(f"run {runs.names[i]}: every latent is (near-)constant; "
-                   "run left out.")
-      members.remove(i)
-      left_out.append(i)
-      continue
-    if not live.all():
-      sd = np.std(runs.z[i].astype(np.float64), axis=0)
-      dead = np.flatnonzero(~live)
-      notes.append(
-          f"run {runs.names[i]}: latent(s) {dead.tolist()} near-dead "
-          f"(spread {', '.join(f'{sd[j] / sd.max():.1e}' for j in dead)} of "
-          f"the largest, below {config.dead_latent_spread:g}); dropped for "
-          "the ε maps.")
-    z_live.append(runs.z[i][:, live])
-  statistical = efficiency = structural = metrics = None
+def _take_structural(st: R.Structural | None, pos) -> R.Structural | None:
+  if st is None or not pos:
+    return None
+  return dataclasses.replace(st, epsilon={
+      k: {s: v[pos] for s, v in d.items()} for k, d in st.epsilon.items()})
+
+
+def _take_metrics(config, m: R.Metrics | None, variants, pos
+                  ) -> R.Metrics | None:
+  """The group's rows of the per-run tables, plus UDR among its runs."""
+  if m is None or not pos:
+    return None
+  tables = {v: {c: x[pos] for c, x in t.items()} for v, t in m.tables.items()}
+  if "udr" in config.metrics and len(pos) >= 2:
+    for v, t in tables.items():
+      t["udr"] = np.asarray(metrics_lib.udr(
+          jnp.asarray(variants[v][pos], jnp.float32))["udr"], np.float64)
+  return dataclasses.replace(m, tables=tables)
+
+
+def _group(config, runs: Runs, grid: dict, idx: np.ndarray,
+           members: list[int], z_live: list[np.ndarray], key,
+           structural: R.Structural | None, metrics: R.Metrics | None,
+           notes: list[str]) -> R.Group:
+  notes = list(notes)
+  left_out = sorted(int(i) for i in idx if int(i) not in members)
+  statistical = efficiency = None
   if len(members) < 2:
     notes.append(f"statistical ε needs ≥ 2 runs per grid point; this point "
                  f"has {len(members)}, so only the structural section and "
@@ -143,18 +189,10 @@ def _group(config, runs: Runs, grid: dict, idx: np.ndarray, key) -> R.Group:
       statistical.kinds):
     efficiency = ica_efficiency(statistical.epsilon, _fold(key, _BOOT),
                                 int(config.bootstrap))
-  if members:
-    try:
-      structural = _structural(config, z_live, runs.u, key, notes)
-    except ValueError as e:
-      notes.append(f"structural ε not computed: {e}")
-    try:
-      metrics = _metrics(config, runs.z[members], runs.u, key)
-    except ValueError as e:
-      notes.append(f"metrics not computed: {e}")
   verdict = verdict_lib.decide(statistical, efficiency, structural, metrics,
-                               tau, names=[runs.names[i] for i in members])
-  return R.Group(grid=dict(grid), runs=members, left_out=sorted(left_out),
+                               float(config.threshold),
+                               names=[runs.names[i] for i in members])
+  return R.Group(grid=dict(grid), runs=members, left_out=left_out,
                  statistical=statistical, efficiency=efficiency,
                  structural=structural, metrics=metrics, verdict=verdict,
                  notes=notes)
@@ -429,7 +467,8 @@ def pca_controls(z: np.ndarray, k: int, key) -> tuple[np.ndarray, np.ndarray]:
   return white, np.einsum("rnk,rkj->rnj", white, q)
 
 
-def _metrics(config, z: np.ndarray, u: np.ndarray, key) -> R.Metrics:
+def _metrics(config, z: np.ndarray, u: np.ndarray, key
+             ) -> tuple[R.Metrics, dict[str, np.ndarray]]:
   r, n, d = z.shape
   kf = u.shape[1]
   k = config_lib.ica_components(config.ica.components, kf, d)
@@ -440,8 +479,10 @@ def _metrics(config, z: np.ndarray, u: np.ndarray, key) -> R.Metrics:
     n = len(rows)
   ica_opts = {kk: v for kk, v in config.ica.to_dict().items()
               if kk != "components"}
-  res = ica_lib.fastica(jnp.asarray(z), _fold(key, _ICA), n_components=k,
-                        **ica_opts)
+  # One key per run position in the report, so a run's ICA does not depend
+  # on which runs it is computed with.
+  keys = jax.random.split(_fold(key, _ICA), r)
+  res = ica_lib.fastica(jnp.asarray(z), keys, n_components=k, **ica_opts)
   variants = {"raw": z, "ica": np.asarray(res.sources)}
   if k < d:
     variants["pca"], variants["pca_rotated"] = pca_controls(
@@ -449,7 +490,8 @@ def _metrics(config, z: np.ndarray, u: np.ndarray, key) -> R.Metrics:
   k_suite = _fold(key, _SUITE)
   tables: dict[str, dict[str, np.ndarray]] = {}
   caught_all: list[str] = []
-  suite = tuple(config.metrics)
+  # UDR compares runs: computed per grid point (`_take_metrics`).
+  suite = tuple(m for m in config.metrics if m != "udr")
   for name, v in variants.items():
     v = jnp.asarray(v, jnp.float32)
     t = {"mcc_pearson": np.asarray(metrics_lib.mcc(v, u, method="pearson")
@@ -476,4 +518,4 @@ def _metrics(config, z: np.ndarray, u: np.ndarray, key) -> R.Metrics:
                    dci_estimator=config.dci_estimator,
                    infoe_converged_iter=int(config.infoe_converged_iter)
                    if "infomec" in suite else 0,
-                   notes=merge_column_notes(caught_all))
+                   notes=merge_column_notes(caught_all)), variants

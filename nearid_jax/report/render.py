@@ -157,6 +157,10 @@ def _f(v, digits=3) -> str:
   return "—" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _value(v) -> str:
+  return f"{v:g}" if isinstance(v, (int, float)) else str(v)
+
+
 def _ms(vals) -> str:
   v = np.asarray(vals, np.float64)
   v = v[np.isfinite(v)]
@@ -293,7 +297,7 @@ def _summary_md(report: R.Report) -> list[str]:
            "averaged over runs.", "",
            "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
   for g, row in zip(report.groups, rows):
-    cells = [f"{g.grid.get(f, '')}" for f in fields] + [str(row["runs"])]
+    cells = [_value(g.grid.get(f, "")) for f in fields] + [str(row["runs"])]
     for k in kinds:
       e = row["epsilon"].get(k)
       cells.append("—" if e is None or e["value"] is None else
