@@ -43,6 +43,8 @@ from nearid_jax.data import embeddings as embeddings_lib
 KINDS = ("perm", "rigid", "linear", "ica")
 JOINS = ("exact", "inner")
 STATS = ("mean", "q99", "max")
+# The report's FastICA settings (`nearid_jax.report` config.ica).
+ICA_OPTIONS = {"max_iter": 400, "tol": 1e-4, "n_restarts": 1}
 
 
 @dataclasses.dataclass
@@ -266,7 +268,8 @@ def compare(arrays: Sequence[np.ndarray], names: Sequence[str], *,
           "dimension. Use more rows, or reduce the dimension (e.g. PCA) "
           "first.")
   common = dict(key=key, fit_fraction=fit_fraction, diameter=diameter,
-                ridge=ridge, perm_scale=perm_scale, ica_options=ica_options)
+                ridge=ridge, perm_scale=perm_scale,
+                ica_options=dict(ICA_OPTIONS, **(ica_options or {})))
   eps = {k: {s: np.zeros((f, f)) for s in STATS} for k in kinds}
   r2 = {k: [[None] * f for _ in range(f)] for k in kinds}
   diam = np.full(f, np.nan)
