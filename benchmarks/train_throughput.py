@@ -43,6 +43,7 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp
 import numpy as np
 
+from nearid_jax import data as data_lib
 from nearid_jax import train
 from nearid_jax.data import images
 from nearid_jax.models import conv_ae
@@ -98,7 +99,7 @@ def time_torch(num_seeds: int, steps: int) -> float | None:
   except ImportError:
     return None
   c = train.default_config()
-  proc = train.data_lib.build_data(c.data)
+  proc = data_lib.build_data(c.data)
   lift = torch.tensor(np.asarray(proc.lift))
   weights = torch.tensor(np.asarray(proc.weights))
   biases = torch.tensor(np.asarray(proc.biases))
