@@ -352,7 +352,8 @@ def test_invalid_config_fails_before_training(tmp_path):
   assert not os.path.exists(tmp_path / "train")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_report_on_image_runs_with_categorical_factors(tmp_path):
   # A conv autoencoder on dSprites, trained by the image config, analysed
   # through --config.train_workdir as the README shows.
