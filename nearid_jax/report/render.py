@@ -167,10 +167,12 @@ def _ms(vals) -> str:
   return f"{v.mean():.3f} ± {v.std():.3f}" if v.size else "—"
 
 
-def _ci(i: R.Interval) -> str:
+def _ci(i: R.Interval, percent: bool = False) -> str:
+  """"0.030 [0.016, 0.046]", or "100% [99%, 100%]" with percent=True."""
   if not np.isfinite(i.value):
     return "—"
-  return f"{i.value:.3f} [{i.low:.3f}, {i.high:.3f}]"
+  f = (lambda v: f"{100 * v:.0f}%") if percent else (lambda v: f"{v:.3f}")
+  return f"{f(i.value)} [{f(i.low)}, {f(i.high)}]"
 
 
 def _statistical_md(report, g: R.Group) -> list[str]:
@@ -198,7 +200,7 @@ def _statistical_md(report, g: R.Group) -> list[str]:
   lines.append("| R² (mean over dims) | " + " | ".join(
       _f(np.nanmean(s.r2[k][~np.eye(n, dtype=bool)])) for k in order) + " |")
   if g.efficiency is not None:
-    lines += ["", f"**ICA efficiency: {_pct(g.efficiency.value)}** "
+    lines += ["", f"**ICA efficiency: {_ci(g.efficiency.value, percent=True)}** "
               f"(from the mean errors, 95% bootstrap interval over pairs). "
               + verdict_lib.EFFICIENCY_MEANING]
   diam = report.settings.get("diameter")
@@ -214,12 +216,6 @@ def _statistical_md(report, g: R.Group) -> list[str]:
             "rows).")
   lines += ["", text]
   return lines
-
-
-def _pct(i: R.Interval) -> str:
-  if not np.isfinite(i.value):
-    return "—"
-  return f"{100 * i.value:.0f}% [{100 * i.low:.0f}%, {100 * i.high:.0f}%]"
 
 
 def _structural_md(report, g: R.Group) -> list[str]:
