@@ -34,7 +34,7 @@ import time
 import warnings
 
 # One XLA device per core: the pairs (and the cross-covariance product) are
-# spread over them (`align._pairs`).
+# spread over them (`nearid_jax.align.pairs`).
 from benchmarks import host_devices  # noqa: F401  (before jax)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -43,6 +43,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nearid_jax import align  # noqa: E402
+from nearid_jax.align import devices as align_devices  # noqa: E402
+from nearid_jax.align import maps as align_maps  # noqa: E402
+from nearid_jax.align import pairs as align_pairs  # noqa: E402
+from nearid_jax.align import stats as align_stats  # noqa: E402
 from nearid_jax import ica as ica_lib  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -154,20 +158,21 @@ def _ours(zs, key, n_fit):
 def _ours_stages(zs, key, n_fit):
   r, n, d = zs.shape
   t0 = time.perf_counter()
-  runs = align._prepare(zs, key, n_fit=n_fit, diameter="max",  # pylint: disable=protected-access
-                        diameter_rows=10_000)
+  zero = jnp.zeros((), jnp.int32)  # scale exponent (ordinary data: none)
+  runs = align_stats.prepare(zs, key, zero, n_fit=n_fit, diameter="max",
+                             diameter_rows=10_000, ridge=0.0)
   jax.block_until_ready(runs)
   t1 = time.perf_counter()
-  maps, _ = align._run_ica(runs, key, d, ICA_OPTIONS, "zs", False)  # pylint: disable=protected-access
+  maps, _ = align_maps.run_ica(runs, key, d, ICA_OPTIONS, "zs", False)
   jax.block_until_ready(maps)
   t2 = time.perf_counter()
-  opts = align._Options(KINDS, 0.0, False, "pad", n_fit)  # pylint: disable=protected-access
+  opts = align.Options(KINDS, 0.0, False, "pad", n_fit)
   ti, si = np.nonzero(~np.eye(r, dtype=bool))
-  chunks = align._chunks(len(ti), n - n_fit, d, d, len(KINDS), None)  # pylint: disable=protected-access
+  chunks = align_pairs.chunks(len(ti), n - n_fit, d, d, len(KINDS), None)
   valid = jnp.ones((r,), bool)
   args = (runs, None, maps, None, jnp.asarray(ti, jnp.int32),
           jnp.asarray(si, jnp.int32), valid, valid)
-  out = align._pairs(*args, opts=opts, chunk=chunks[0], rows=chunks[1])  # pylint: disable=protected-access
+  out = align_pairs.pairs(*args, opts=opts, chunk=chunks[0], rows=chunks[1])
   jax.block_until_ready(out)
   t3 = time.perf_counter()
   return {"prepare": t1 - t0, "ica": t2 - t1, "pairs": t3 - t2,
@@ -224,29 +229,30 @@ def _memory(budget_chunks: bool = True):
   n_fit = n // 2
   key = jax.random.key(0)
   z = jax.ShapeDtypeStruct((r, n, d), jnp.float32)
-  prep = align._prepare.lower(z, key, n_fit=n_fit, diameter="max",  # pylint: disable=protected-access
-                              diameter_rows=10_000).compile()
+  zero = jax.ShapeDtypeStruct((), jnp.int32)
+  prep = align_stats.prepare.lower(z, key, zero, n_fit=n_fit, diameter="max",
+                                   diameter_rows=10_000, ridge=0.0).compile()
   runs = jax.eval_shape(
-      lambda zz: align._prepare(zz, key, n_fit=n_fit, diameter="max",  # pylint: disable=protected-access
-                                diameter_rows=10_000), z)
-  ica_c = align._fit_ica.lower(  # pylint: disable=protected-access
-      runs.xf, key, n_components=d,
-      options=align._ica_options(ICA_OPTIONS)).compile()  # pylint: disable=protected-access
+      lambda zz, e: align_stats.prepare(zz, key, e, n_fit=n_fit,
+                                        diameter="max", diameter_rows=10_000,
+                                        ridge=0.0), z, zero)
+  options = align_maps.ica_options(ICA_OPTIONS)
+  ica_c = align_maps.fit_ica.lower(
+      runs.xf, runs.sd, key, n_components=d, options=options).compile()
   maps = jax.eval_shape(
-      lambda x: align._fit_ica(x, key, n_components=d,  # pylint: disable=protected-access
-                               options=align._ica_options(ICA_OPTIONS))[0],  # pylint: disable=protected-access
-      runs.xf)
+      lambda x, sd: align_maps.fit_ica(x, sd, key, n_components=d,
+                                       options=options)[0], runs.xf, runs.sd)
   n_pairs = r * (r - 1)
-  old = align._CPU_BUDGET  # pylint: disable=protected-access
+  old = align_devices._CPU_BUDGET  # pylint: disable=protected-access
   if budget_chunks:  # plan with the accelerator budget on this CPU
-    align._CPU_BUDGET = align._ACCEL_BUDGET  # pylint: disable=protected-access
-  chunks = align._chunks(n_pairs, n - n_fit, d, d, 4, None)  # pylint: disable=protected-access
-  align._CPU_BUDGET = old  # pylint: disable=protected-access
+    align_devices._CPU_BUDGET = align_devices._ACCEL_BUDGET  # pylint: disable=protected-access
+  chunks = align_pairs.chunks(n_pairs, n - n_fit, d, d, 4, None)
+  align_devices._CPU_BUDGET = old  # pylint: disable=protected-access
   idx = jax.ShapeDtypeStruct((n_pairs,), jnp.int32)
   valid = jax.ShapeDtypeStruct((r,), jnp.bool_)
-  pairs = align._pairs_program.lower(  # pylint: disable=protected-access
+  pairs = align_pairs.pairs_program.lower(
       runs, None, maps, None, idx, idx, valid, valid,
-      opts=align._Options(KINDS, 0.0, False, "pad", n_fit),  # pylint: disable=protected-access
+      opts=align.Options(KINDS, 0.0, False, "pad", n_fit),
       chunk=chunks[0], rows=chunks[1]).compile()
   gib = lambda b: b / 2 ** 30  # noqa: E731
   rows = []

@@ -16,6 +16,9 @@ from scipy import optimize
 from scipy.spatial import distance
 
 from nearid_jax import align
+from nearid_jax import metrics
+from nearid_jax.align import devices as align_devices
+from nearid_jax.align import pairs as align_pairs
 
 N, D = 600, 4
 ALL = ("identity", "perm", "rigid", "similarity", "linear", "ica")
@@ -312,15 +315,15 @@ def test_pairs_over_devices_and_row_blocks_equal_one_device(
   def both():
     return (align.pairwise_epsilon(zs, ALL, key=KEY).epsilon,
             align.structural(runs5, factors, ("perm", "rigid", "linear"),
-                             key=KEY, with_metrics=False)["epsilon"])
+                             key=KEY, with_sources=False)["epsilon"])
   spread = both()
   with monkeypatch.context() as m:
-    m.setattr(align, "_pair_groups", lambda n_runs: 1)
+    m.setattr(align_devices, "_pair_groups", lambda n_runs: 1)
     one = both()
   with monkeypatch.context() as m:
     per_row = 4 * (2 * D + 3 * len(ALL) * D)
-    m.setattr(align, "_CPU_BUDGET", 7 * per_row)
-    assert align._chunks(12, N // 2, D, D, len(ALL), None) == (1, 7)
+    m.setattr(align_devices, "_CPU_BUDGET", 7 * per_row)
+    assert align_pairs.chunks(12, N // 2, D, D, len(ALL), None) == (1, 7)
     blocks = both()
   # Sums taken in another order (row blocks, cross-covariance blocks)
   # differ in float32 rounding only; R² = 1 - ss/sst near 0 sees that as an
@@ -392,13 +395,20 @@ def test_structural_epsilon_to_the_factors():
   # scale, perm cannot fit it exactly (a scale test is in
   # test_perm_attains_scipy_assignment_optimum).
   assert eps["perm"][2] > 0.01 and eps["linear"][2] < 1e-5
-  # MCC (nearid_jax.metrics): run 2 is disentangled already, runs 0-1 only
-  # after ICA; all are affine functions of u.
-  np.testing.assert_allclose(res["mcc_raw"][2], 1.0, atol=1e-5)
-  assert (res["mcc_raw"][:2] < 0.97).all()
-  assert (res["mcc_ica"] > 0.98).all()
-  assert (res["mcc_ica_spearman"] > 0.97).all()
-  np.testing.assert_allclose(res["r2"], 1.0, atol=1e-4)
+  # MCC (nearid_jax.metrics, run by the caller on the returned rows): run 2
+  # is disentangled already, runs 0-1 only after ICA; all are affine
+  # functions of u.
+  def mcc(z, method="pearson"):
+    return np.asarray(metrics.mcc(z, res.factors_eval, method=method)["mcc"])
+  mcc_raw = mcc(res.codes_eval)
+  np.testing.assert_allclose(mcc_raw[2], 1.0, atol=1e-5)
+  assert (mcc_raw[:2] < 0.97).all()
+  assert (mcc(res.sources_eval) > 0.98).all()
+  assert (mcc(res.sources_eval, "spearman") > 0.97).all()
+  all_rows = np.concatenate([res.codes_fit, res.codes_eval], axis=1)
+  u_all = np.concatenate([res.factors_fit, res.factors_eval])
+  r2 = metrics.r2(all_rows, u_all, key=jax.random.fold_in(KEY, 7))["r2"]
+  np.testing.assert_allclose(r2, 1.0, atol=1e-4)
 
 
 def test_decoder_bi_lipschitz_closed_form():
@@ -461,5 +471,5 @@ def test_upper_quantile_is_numpys_linear_quantile(q):
   v[2] = 0.25
   v[3, :600] = 0.0
   v[3, 0] = -0.0
-  got = np.asarray(jax.jit(lambda x: align._upper_quantile(x, q))(v))  # pylint: disable=protected-access
+  got = np.asarray(jax.jit(lambda x: align_pairs.upper_quantile(x, q))(v))
   np.testing.assert_allclose(got, np.quantile(v, q, axis=-1), rtol=1e-6)

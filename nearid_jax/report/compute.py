@@ -407,6 +407,7 @@ def _structural(config, zs: list[np.ndarray], u: np.ndarray, key,
       for s in R.STATS:
         eps[kind][s][idx] = np.asarray(res["epsilon"][kind][s], np.float64)
     diameter = float(res["diameter"])
+    notes.extend(n for n in getattr(res, "notes", ()) if n not in notes)
   return R.Structural(kinds=wanted, epsilon=eps, diameter=diameter,
                       ica_components=k)
 

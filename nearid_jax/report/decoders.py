@@ -3,7 +3,8 @@
 `bi_lipschitz(train_dir, z, valid, ...)` restores the runs of a training
 workdir and differentiates each decoder at the run's own latent codes with
 `align.decoder_bi_lipschitz`. Besides 1 + L (which moves when the latents
-are rescaled) it reports the scale-free max σ_max / min σ_min. Models
+are rescaled) it reports the scale-free σ_max/σ_min (the largest
+condition number of the Jacobian over the points). Models
 trained with a sigmoid cross-entropy output are differentiated on their
 mean output (the sigmoid of the logits), the quantity the data are
 compared with.
@@ -16,6 +17,7 @@ import numpy as np
 
 from nearid_jax import align
 from nearid_jax import train
+from nearid_jax.models import conv as conv_lib
 from nearid_jax.report import result as R
 
 
@@ -74,9 +76,11 @@ def bi_lipschitz(train_dir: str, z: np.ndarray, valid: np.ndarray, *,
       x = jax.nn.sigmoid(x) if logits else x
       return x.reshape(-1)
     out = align.decoder_bi_lipschitz(decode, zp)
-    return (out["one_plus_l"],
-            jnp.max(out["sigma_max"]) / jnp.min(out["sigma_min"]))
-  opl, cond = jax.jit(jax.vmap(one))(params, model_state, hps, pts)
+    return out["one_plus_l"], out["condition"]
+  # Our conv layers' CPU custom VJP is reverse-mode only; trace them as
+  # lax convolutions here so that jacfwd (k columns, not D rows) works.
+  with conv_lib.forward_mode():
+    opl, cond = jax.jit(jax.vmap(one))(params, model_state, hps, pts)
   full = lambda v: _scatter(np.asarray(v, np.float64), idx, r)  # noqa: E731
   opl = full(opl)
   return R.BiLipschitz(
@@ -87,8 +91,9 @@ def bi_lipschitz(train_dir: str, z: np.ndarray, valid: np.ndarray, *,
               else "decoder output"),
       note="1 + L = max(max σ_max, 1/min σ_min) of the decoder Jacobian "
            "over the evaluation points (the run's latent codes), PAPER.md "
-           "Theorem 1; it depends on the latents' scale. σ_max/σ_min = "
-           "max σ_max / min σ_min does not.")
+           "Theorem 1; it depends on the latents' scale. σ_max/σ_min (the "
+           "largest over the points of the Jacobian's condition number) "
+           "does not.")
 
 
 def _scatter(vals, idx, r):

@@ -136,8 +136,9 @@ class BiLipschitz:
   Attributes:
     one_plus_l: [R] 1 + L = max(max σ_max, 1 / min σ_min) of the decoder
       Jacobian over the evaluation points (NaN where not computed).
-    condition: [R] max σ_max / min σ_min: scale-free (unchanged when the
-      latents are rescaled, which moves 1 + L).
+    condition: [R] the largest σ_max/σ_min over the points (the Jacobian's
+      condition number): scale-free (unchanged when the latents are
+      rescaled, which moves 1 + L).
     theorem1_factor: [R] sqrt(2L + L²).
     data_bound: 1 + L of the true mixing (synthetic data), else None.
     points: evaluation points per run.
