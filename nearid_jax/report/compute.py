@@ -23,7 +23,6 @@ Nothing here writes files; `render` and `figures` present the result.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 from typing import Sequence
 import warnings
@@ -373,13 +372,6 @@ def ica_efficiency(epsilon: dict, key, bootstrap: int = 1000
 # --- structural ε ----------------------------------------------------------
 
 
-def _no_metrics() -> dict:
-  # align.structural ran the metric suite itself before the metrics moved
-  # here (issue 13); switch it off where that argument still exists.
-  params = inspect.signature(align.structural).parameters
-  return {"with_metrics": False} if "with_metrics" in params else {}
-
-
 def _structural(config, zs: list[np.ndarray], u: np.ndarray, key,
                 notes: list[str]) -> R.Structural:
   k = u.shape[1]
@@ -402,7 +394,7 @@ def _structural(config, zs: list[np.ndarray], u: np.ndarray, key,
     if not kinds:
       continue
     res = align.structural(np.stack([zs[i] for i in idx]), u, kinds, key=key,
-                           dims=config.dims, **common, **_no_metrics())
+                           dims=config.dims, with_sources=False, **common)
     for kind in kinds:
       for s in R.STATS:
         eps[kind][s][idx] = np.asarray(res["epsilon"][kind][s], np.float64)
