@@ -8,13 +8,23 @@ is printed next to the times, so speed never buys accuracy. Both fits start
 from the same w_init, so they take (nearly) the same number of iterations;
 times are per run, iterations are reported.
 
+The process is a default one (no XLA_FLAGS; one XLA CPU device using all
+cores through its thread pool), as a user's notebook or script is. To
+measure the split over one XLA device per core instead, run with
+`XLA_FLAGS=--xla_force_host_platform_device_count=<cores>`.
+
+The batch row also times `jax.jit(jax.vmap(fastica))` over the runs (what a
+user writes to put ICA inside a vmapped program), which routes to the
+batched implementation.
+
 Closeness to the machine's limit: a large float32 matmul (2048^2) is timed
 in the same run; the FLOP rate of our fixed-point iterations (4 n k d FLOPs
 each, the two products; timed as the difference between two runs with a
 fixed number of iterations) is reported as a fraction of it.
 
   python -m benchmarks.ica --quick            # < 1 min
-  python -m benchmarks.ica                    # the issue's grid (minutes)
+  python -m benchmarks.ica                    # n=1e5, d=32/48/64; R=16 batch
+  python -m benchmarks.ica --full-grid        # n=1e4..1e6 x d=16..256
   python -m benchmarks.ica --gpu-sizes        # n=1e6 d=256; R=64 n=1e5 d=64
 
 Prints a markdown table that can be pasted into benchmarks/RESULTS.md.
@@ -27,10 +37,7 @@ import platform
 import time
 import warnings
 
-# One XLA device per core: a single run's rows (a batch's runs) are split
-# over them. Must precede the jax import.
-from benchmarks import host_devices  # noqa: F401  pylint: disable=g-bad-import-order
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
 import jax.numpy as jnp
 import numpy as np
 from sklearn.decomposition import FastICA
@@ -50,7 +57,7 @@ def _data(n, d, seed, runs=None):
   u, _ = np.linalg.qr(rng.normal(size=(d, d)))
   v, _ = np.linalg.qr(rng.normal(size=(d, d)))
   a = (u * np.logspace(0, -1, d)) @ v.T  # condition number 10
-  x = np.einsum("...nd,ed->...ne", s, a.astype(np.float32))
+  x = s @ a.T.astype(np.float32)  # BLAS (einsum's loops take minutes at 1e6)
   w0 = rng.normal(size=(d, d)).astype(np.float32)
   return np.ascontiguousarray(x, np.float32), a, w0
 
@@ -144,14 +151,25 @@ def single_run(n, d, args):
 
 
 def batch_run(runs, n, d, args, sk_runs=None):
-  """R runs in one call vs scikit-learn in a loop (sk_runs measured)."""
+  """R runs in one call vs scikit-learn in a loop (sk_runs measured).
+
+  Also times jax.jit(jax.vmap(fastica)) on the same runs (row "vmapped").
+  """
   x, a, w0 = _data(n, d, seed=runs, runs=runs)
   res = _ours(x, w0, args.tol, args.max_iter)
   t_ours = _time(lambda: _ours(x, w0, args.tol, args.max_iter), 1)
+  xj = jax.device_put(x)
+  vmapped = jax.jit(jax.vmap(lambda xr: ica.fastica(
+      xr, jax.random.key(0), w_init=w0, tol=args.tol,
+      max_iter=args.max_iter)))
+  t_vmap = _time(lambda: jax.block_until_ready(vmapped(xj)), 1)
+  res_v = vmapped(xj)
+  vmap_diff = float(jnp.max(jnp.abs(res_v.unmixing - res.unmixing)))
   rate, peak = iteration_rate(x, w0, 2)
   ams = [_amari(res.unmixing[r], a) for r in range(runs)]
   row = dict(R=runs, n=n, d=d, ours=t_ours, it=int(np.max(res.n_iter)),
-             am=max(ams), rate=rate, frac=rate / peak)
+             am=max(ams), rate=rate, frac=rate / peak, vmap=t_vmap,
+             vmap_diff=vmap_diff)
   sk_runs = runs if sk_runs is None else min(sk_runs, runs)
   for solver in ("svd", "eigh"):
     t_tot, its, am = 0.0, [], []
@@ -190,6 +208,8 @@ def _table(rows, batch):
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--quick", action="store_true", help="small grid, < 1 min")
+  p.add_argument("--full-grid", action="store_true",
+                 help="n in 1e4, 1e5, 1e6 x d in 16, 64, 256; R=16 d=64")
   p.add_argument("--gpu-sizes", action="store_true",
                  help="n=1e6 d=256 single run and R=64 runs of n=1e5 d=64")
   p.add_argument("--n", type=float, nargs="*", help="rows to try")
@@ -219,9 +239,12 @@ def main(argv=None):
     sk_runs = args.sk_runs or 2
   elif args.quick:
     grid, batch, sk_runs = [(20_000, 16), (100_000, 64)], (4, 20_000, 16), None
-  else:
+  elif args.full_grid:
     grid = [(int(n), d) for n in (1e4, 1e5, 1e6) for d in (16, 64, 256)]
     batch, sk_runs = (args.batch, 100_000, 64), args.sk_runs
+  else:  # issue 19's targets
+    grid = [(100_000, d) for d in (32, 48, 64)]
+    batch, sk_runs = (args.batch, 50_000, 32), args.sk_runs
   if args.n or args.d:
     grid = [(int(n), d) for n in (args.n or [1e5]) for d in (args.d or [64])]
 
@@ -239,6 +262,11 @@ def main(argv=None):
     print(f"\nBatch of R={batch[0]} runs in one call vs scikit-learn in a "
           f"loop (total seconds{note}):\n")
     print(_table([row], batch=True))
+    print(f"\njax.jit(jax.vmap(fastica)) over the same {batch[0]} runs: "
+          f"{row['vmap']:.3f} s, {row['svd'] / row['vmap']:.1f}x the "
+          f"scikit-learn loop (svd), {row['eigh'] / row['vmap']:.1f}x "
+          f"(eigh); largest |unmixing difference| from the batched call "
+          f"{row['vmap_diff']:.1e}.")
 
 
 if __name__ == "__main__":

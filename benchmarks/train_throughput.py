@@ -92,20 +92,26 @@ def time_one_by_one(num_seeds: int, steps: int) -> float:
   return time.perf_counter() - t
 
 
-def time_torch(num_seeds: int, steps: int) -> float | None:
-  """(c): PyTorch, one seed after another; None when torch is missing."""
+def time_torch(num_seeds: int, steps: int,
+               device: str = "cpu") -> float | None:
+  """(c): PyTorch, one seed after another; None when torch is missing.
+
+  device: torch device ("cpu", or "cuda" to compare on the same GPU).
+  """
   try:
     import torch  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
   c = train.default_config()
   proc = data_lib.build_data(c.data)
-  lift = torch.tensor(np.asarray(proc.lift))
-  weights = torch.tensor(np.asarray(proc.weights))
-  biases = torch.tensor(np.asarray(proc.biases))
+  lift = torch.tensor(np.asarray(proc.lift), device=device)
+  weights = torch.tensor(np.asarray(proc.weights), device=device)
+  biases = torch.tensor(np.asarray(proc.biases), device=device)
   k, d = lift.shape[1], lift.shape[0]
   slope_data, slope = c.data.negative_slope, c.model.negative_slope
-  laplace = torch.distributions.Laplace(0.0, 1.0 / np.sqrt(2.0))
+  laplace = torch.distributions.Laplace(
+      torch.tensor(0.0, device=device),
+      torch.tensor(1.0 / np.sqrt(2.0), device=device))
 
   def sample(n):
     h = laplace.sample((n, k)) @ lift.T
@@ -131,7 +137,7 @@ def time_torch(num_seeds: int, steps: int) -> float | None:
 
   def run(seed, n_steps):
     torch.manual_seed(seed)
-    net = model()
+    net = model().to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=c.optimizer.learning_rate,
                             weight_decay=0.0)
     for _ in range(n_steps):
@@ -145,7 +151,7 @@ def time_torch(num_seeds: int, steps: int) -> float | None:
   run(0, 50)  # warm-up
   t = time.perf_counter()
   for seed in range(num_seeds):
-    run(seed, steps)
+    run(seed, steps)  # .item() at the end waits for the device
   return time.perf_counter() - t
 
 

@@ -36,11 +36,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from nearid_jax import align
+from nearid_jax import compile_cache
 from nearid_jax import ica
 from nearid_jax import metrics
 from nearid_jax import train
 
 SMOKE = os.environ.get("NEARID_SMOKE") == "1"
+# Compiled programs persist across sessions (~/.cache/nearid_jax/jax).
+compile_cache.enable()
 
 # %% [markdown]
 # ## Configure and train

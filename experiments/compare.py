@@ -15,6 +15,7 @@ from absl import flags
 
 from nearid_jax import align
 from nearid_jax import compare
+from nearid_jax import compile_cache
 
 _OUT = flags.DEFINE_string("out", None, "Output directory (optional).")
 _KEY = flags.DEFINE_string("key", "embeddings",
@@ -38,6 +39,7 @@ def main(argv):
   files = argv[1:]
   if len(files) < 2:
     raise app.UsageError("give at least two embedding files.")
+  compile_cache.enable()
   # One line on bad input (nearid_jax.cli will hold this wrapper).
   try:
     c = compare.run(files, _OUT.value, key_name=_KEY.value,

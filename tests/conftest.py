@@ -15,3 +15,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
 assert len(jax.devices()) == 8, "conftest must set XLA_FLAGS before jax is imported"
+
+# Compiled programs persist across test processes (and reruns) in the repo's
+# ignored .cache/; the variable reaches the binaries and notebooks that tests
+# start too. NEARID_JAX_COMPILATION_CACHE=0 turns this off.
+from nearid_jax import compile_cache  # noqa: E402  pylint: disable=g-import-not-at-top
+
+os.environ.setdefault(compile_cache.PATH_ENV, os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".cache",
+    "jax_tests"))
+compile_cache.enable()

@@ -168,3 +168,15 @@ def test_codes_and_select(data):
   assert len(ctrl) == 3 and set(ctrl.metadata["gene"]) == {""}
   with pytest.raises(KeyError, match="no metadata column 'batch'"):
     t.codes("batch")
+
+
+def test_npz_id_count_must_match_rows(data):
+  # 40 ids for 50 rows used to blame the metadata join (and IndexError with
+  # on_unmatched='drop').
+  d, ids, x, meta = data
+  np.savez(d / "short.npz", well_id=ids[:10], embeddings=x)
+  for on_unmatched in ("error", "drop"):
+    with pytest.raises(ValueError, match=r"short.npz: 10 'well_id' ids for "
+                       r"12 rows of 'embeddings'"):
+      embeddings.read_table(str(d / "short.npz"), str(meta),
+                            on_unmatched=on_unmatched)

@@ -249,10 +249,44 @@ def test_vmapped_batch_equals_runs_one_by_one(small):
                                  rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(np.asarray(via_vmap.unmixing),
                              np.asarray(batch.unmixing), rtol=1e-4, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(via_vmap.n_iter),
+                                np.asarray(batch.n_iter))
   # A single key is split into one key per run.
   split = ica.fastica(xs, jax.random.key(11))
   np.testing.assert_array_equal(np.asarray(split.unmixing),
                                 np.asarray(batch.unmixing))
+
+
+def test_jit_vmap_takes_the_batched_path(small):
+  # jax.jit(jax.vmap(fastica)) routes to the batched implementation (runs
+  # mapped one at a time on CPU, each stopping when it converges) instead
+  # of a batched while loop that runs every lane until the slowest is done:
+  # same numbers as the batched call, and each run's own iteration count.
+  x, _ = small
+  gauss = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
+  xs = jnp.asarray(np.stack([x, gauss, x[::-1].copy(), gauss[::-1].copy()]))
+  keys = jax.random.split(jax.random.key(2), 4)
+  fit = lambda a, k: ica.fastica(a, k, max_iter=15)  # noqa: E731
+  with pytest.warns(ica.ConvergenceWarning):
+    batch = ica.fastica(xs, keys, max_iter=15)
+  via_vmap = jax.jit(jax.vmap(fit))(xs, keys)
+  np.testing.assert_array_equal(np.asarray(via_vmap.n_iter),
+                                np.asarray(batch.n_iter))
+  np.testing.assert_array_equal(np.asarray(via_vmap.converged),
+                                [True, False, True, False])
+  for field in ("unmixing", "sources", "delta"):
+    np.testing.assert_allclose(np.asarray(getattr(via_vmap, field)),
+                               np.asarray(getattr(batch, field)),
+                               rtol=1e-4, atol=1e-5, err_msg=field)
+  # The program maps the runs (a scan over runs spread over the devices)
+  # rather than batching the solver's loop.
+  jaxpr = str(jax.make_jaxpr(jax.vmap(fit))(xs, keys))
+  assert "shard_map" in jaxpr and "scan" in jaxpr
+  # Batched keys with an unbatched x take the same path.
+  same_x = jax.vmap(lambda k: ica.fastica(x, k))(keys[:2])
+  alone = ica.fastica(x, keys[1])
+  np.testing.assert_allclose(np.asarray(same_x.unmixing[1]),
+                             np.asarray(alone.unmixing), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("algorithm,solver", [("parallel", "eigh"),

@@ -179,7 +179,11 @@ def read_embeddings(path: str, *, id_column: str = "well_id",
           raise ValueError(f"{path}: expected an 'embeddings' array, found "
                            f"{keys}.")
         emb_key = two_d[0]
-      return z[id_column].astype(str), _as_features(z[emb_key], path)
+      ids, x = z[id_column].astype(str), _as_features(z[emb_key], path)
+    if ids.ndim != 1 or len(ids) != len(x):
+      raise ValueError(f"{path}: {ids.size} {id_column!r} ids for "
+                       f"{len(x)} rows of {emb_key!r}; save one id per row.")
+    return ids, x
   if ext == ".npy":
     x = np.load(path, allow_pickle=False)
     if ids is None:
