@@ -8,12 +8,11 @@ r"""ε between two or more embedding files of the same inputs (no factors).
 Prints compare.md; with --out also writes compare.json, compare.md and
 compare_heatmap.png. See `nearid_jax.compare`.
 """
-import sys
-
 from absl import app
 from absl import flags
 
 from nearid_jax import align
+from nearid_jax import cli
 from nearid_jax import compare
 from nearid_jax import compile_cache
 
@@ -40,16 +39,13 @@ def main(argv):
   if len(files) < 2:
     raise app.UsageError("give at least two embedding files.")
   compile_cache.enable()
-  # One line on bad input (nearid_jax.cli will hold this wrapper).
-  try:
-    c = compare.run(files, _OUT.value, key_name=_KEY.value,
-                    id_column=_ID.value, how=_JOIN.value, kinds=_KINDS.value,
-                    dims=_DIMS.value, seed=_SEED.value,
-                    fit_fraction=_FIT.value, diameter=_DIAM.value)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    sys.exit(f"error: {e}")
+  # Bad input ends in one `error:` line (cli.run_main).
+  c = compare.run(files, _OUT.value, key_name=_KEY.value,
+                  id_column=_ID.value, how=_JOIN.value, kinds=_KINDS.value,
+                  dims=_DIMS.value, seed=_SEED.value,
+                  fit_fraction=_FIT.value, diameter=_DIAM.value)
   print(compare.to_markdown(c), end="")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(main)

@@ -10,15 +10,16 @@ Writes report.json, report.md and PNG plots to --workdir (training goes to
 --workdir/train, and rerunning resumes it). See `nearid_jax.report.run`.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from nearid_jax import cli
 from nearid_jax import compile_cache
 from nearid_jax import report
+from nearid_jax import workdir
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Report config file (append :smoke for CI sizes).",
@@ -37,15 +38,14 @@ def main(argv):
   compile_cache.enable()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
-  try:
+  # One writer per workdir; user errors end in one line (cli.run_main).
+  with workdir.lock(_WORKDIR.value):
     result = report.run(_CONFIG.value, _WORKDIR.value,
                         overwrite=_OVERWRITE.value)
-  except (ValueError, FileNotFoundError) as e:  # the message says why
-    sys.exit(f"error: {e}")
   print(result.text)
   print(f"Report: {os.path.join(_WORKDIR.value, 'report.md')} "
         f"({result.timing_s['total']:.0f} s)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(main)

@@ -9,13 +9,12 @@ Rerunning the same command resumes from the workdir's latest checkpoint (a
 finished run only rewrites its summary). See `nearid_jax.train.run` for the
 files written.
 """
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from nearid_jax import cli
 from nearid_jax import compile_cache
 from nearid_jax import train
 
@@ -26,6 +25,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Output directory; rerun with the same one to resume.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete this trainer's outputs in --workdir first.")
+_STRICT = flags.DEFINE_bool(
+    "strict", False, "Refuse to resume when the latest checkpoint cannot be "
+    "read (default: resume from the newest intact one, with a warning).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -35,11 +37,9 @@ def main(argv):
   compile_cache.enable()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
-  try:
-    summary = train.run(_CONFIG.value, _WORKDIR.value,
-                        overwrite=_OVERWRITE.value)
-  except ValueError as e:  # invalid config or workdir: the message says why
-    sys.exit(f"error: {e}")
+  # User errors (config, workdir, files, disk) end in one line: cli.run_main.
+  summary = train.run(_CONFIG.value, _WORKDIR.value,
+                      overwrite=_OVERWRITE.value, strict=_STRICT.value)
   diverged = summary["diverged_runs"]
   print(f"Trained {summary['num_runs']} runs for {summary['num_steps']} steps"
         f" -> {_WORKDIR.value}"
@@ -49,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(main)

@@ -4,15 +4,29 @@ Orbax's V0 `CheckpointManager` does the work (atomic step directories, async
 writes, multi-host coordination); keeping it behind this class means a move
 to Orbax V1 touches one file. A SIGKILL during a save leaves only a
 temporary directory that Orbax ignores, so the latest *complete* step is
-always restorable.
+always restorable. A step that exists but cannot be read (a truncated array
+file, an empty manifest) raises `CorruptCheckpoint`, one line naming the
+step and the directory; `restore_latest` then falls back to the newest
+intact step unless `strict`.
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from typing import Any
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+
+# Free space kept beyond a checkpoint's size (metadata, logs).
+_MARGIN = 1 << 20
+
+
+class CorruptCheckpoint(ValueError):
+  """A saved step that cannot be restored; the message names step and dir."""
 
 
 class Checkpointer:
@@ -26,6 +40,7 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str | os.PathLike, keep: int = 2):
+    self.directory = os.fspath(os.path.abspath(directory))
     self._manager = ocp.CheckpointManager(
         os.fspath(os.path.abspath(directory)),
         options=ocp.CheckpointManagerOptions(
@@ -39,21 +54,117 @@ class Checkpointer:
     return list(self._manager.all_steps())
 
   def save(self, step: int, state: Any) -> None:
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    """Starts an asynchronous save of `state` as `step`.
 
-  def restore(self, step: int, abstract_state: Any) -> Any:
+    Raises:
+      OSError: ENOSPC when the directory's file system has less free space
+        than the state's size (checked first: an asynchronous save that runs
+        out of space fails late, in a background thread, with many log
+        lines), or when the previous save failed for lack of space.
+    """
+    size = sum(int(getattr(x, "nbytes", 0)) for x in jax.tree.leaves(state))
+    free = shutil.disk_usage(self.directory).free
+    if free < size + _MARGIN:
+      raise OSError(errno.ENOSPC, f"{free >> 10} KiB free, a checkpoint of "
+                    f"step {step} needs about {(size + _MARGIN) >> 10} KiB",
+                    self.directory)
+    try:
+      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # pylint: disable=broad-except
+      _raise_if_disk_full(e, self.directory)
+      raise
+
+  def restore(self, step: int, abstract_state: Any, *,
+              allow_resize: bool = False) -> Any:
     """Restores `step` into the shapes, dtypes and shardings of the target.
 
     Args:
       step: a saved step.
       abstract_state: pytree of `jax.ShapeDtypeStruct` with shardings, e.g.
         from `jax.eval_shape` (so nothing is allocated twice).
+      allow_resize: restore arrays saved with another leading size by
+        truncating or zero-padding them (the trainer's run axis is padded to
+        the device count; the padding runs are never read).
+
+    Raises:
+      CorruptCheckpoint: the step exists but cannot be read.
+      ValueError: the saved arrays have other shapes than the target.
     """
-    return self._manager.restore(
-        step, args=ocp.args.StandardRestore(abstract_state))
+    try:
+      return self._manager.restore(
+          step, args=ocp.args.StandardRestore(abstract_state))
+    except Exception as e:  # Orbax / TensorStore raise many types  # pylint: disable=broad-except
+      reason = " ".join(str(e).split())
+      if len(reason) > 300:
+        reason = reason[:300] + " ..."
+      if "stored shape" in reason:
+        if allow_resize:
+          return self._manager.restore(step, args=ocp.args.StandardRestore(
+              abstract_state, strict=False))
+        raise ValueError(f"checkpoint step {step} in {self.directory} holds "
+                         f"arrays of other shapes ({reason})") from e
+      raise CorruptCheckpoint(
+          f"checkpoint step {step} in {self.directory} cannot be read "
+          f"({type(e).__name__}: {reason})") from e
+
+  def restore_latest(self, abstract_state: Any, *, strict: bool = False,
+                     allow_resize: bool = False) -> tuple[int | None, Any]:
+    """Restores the newest step that can be read.
+
+    A newer step that cannot be read is reported (one warning line naming
+    it) and moved aside to `<directory>.corrupt/<step>`, so the next save of
+    that step starts clean.
+
+    Args:
+      abstract_state: the restore target (see `restore`).
+      strict: raise at the first unreadable step instead of falling back.
+      allow_resize: see `restore`.
+
+    Returns:
+      (step, state), or (None, None) when no step was saved.
+
+    Raises:
+      CorruptCheckpoint: with `strict`, the newest step is unreadable; or
+        every saved step is.
+    """
+    steps = sorted(self.all_steps(), reverse=True)
+    bad = []
+    for step in steps:
+      try:
+        state = self.restore(step, abstract_state, allow_resize=allow_resize)
+      except CorruptCheckpoint as e:
+        if strict:
+          raise CorruptCheckpoint(
+              f"{e}; strict: not falling back to an earlier step.") from e
+        logging.warning("%s; falling back to an earlier step.", e)
+        bad.append(step)
+        continue
+      for b in bad:
+        self._set_aside(b)
+      return step, state
+    if steps:
+      raise CorruptCheckpoint(
+          f"no checkpoint in {self.directory} can be read (steps {steps}); "
+          "delete the directory to train from the start, or pass "
+          "--overwrite.")
+    return None, None
+
+  def _set_aside(self, step: int) -> None:
+    src = os.path.join(self.directory, str(step))
+    dst = os.path.join(self.directory + ".corrupt", str(step))
+    if os.path.exists(dst):
+      shutil.rmtree(dst)
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    shutil.move(src, dst)
+    logging.warning("Moved unreadable checkpoint step %d to %s.", step, dst)
+    self._manager.reload()
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      _raise_if_disk_full(e, self.directory)
+      raise
 
   def close(self) -> None:
     self._manager.close()
@@ -63,6 +174,13 @@ class Checkpointer:
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+def _raise_if_disk_full(e: Exception, directory: str) -> None:
+  """Re-raises a TensorStore "No space left" failure as OSError(ENOSPC)."""
+  if "No space left on device" in str(e) or "os_error_code='28'" in str(e):
+    raise OSError(errno.ENOSPC, "No space left on device (while writing a "
+                  "checkpoint)", directory) from e
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:

@@ -111,13 +111,8 @@ def _check_previous(config, workdir, overwrite):
       old = json.load(f).get("config", {})
     except json.JSONDecodeError:
       return
-  new = json.loads(json.dumps(config.to_dict(), default=str))
-  # Progress bars and logging do not change results.
-  for c in (old, new):
-    for k in ("progress", "log_every"):
-      c.get("train", {}).pop(k, None)
-  diffs = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  diffs = train.config_diff(old, config, section="train.")
   if diffs:
     raise ValueError(
         f"--workdir {workdir!r} holds a report of different settings "
-        f"(differing: {diffs}). Use a new --workdir, or pass --overwrite.")
+        f"({'; '.join(diffs)}). Use a new --workdir, or pass --overwrite.")

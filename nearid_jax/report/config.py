@@ -152,8 +152,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.bi_lipschitz_points < 1:
     bad("bi_lipschitz_points", f"must be >= 1, got "
         f"{config.bi_lipschitz_points}.")
+  # The train section is checked once, by train.run, before it compiles.
   if not config.train_workdir:
-    train.validate_config(config.train)
     if config.layer not in config.train.eval.layers:
       bad("layer", f"{config.layer!r} is not among the trained layers "
           f"config.train.eval.layers = {tuple(config.train.eval.layers)}; "

@@ -15,6 +15,8 @@ import os
 
 import numpy as np
 
+from nearid_jax import workdir as workdir_lib
+
 _REQUIRED = ("u", "seed", "valid")
 _OPTIONAL = ("x", "label", "grid_index")
 # A run with non-finite values in more than this share of its rows is left
@@ -40,8 +42,7 @@ def load_representations(path: str, layer: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: train first, or point "
                             "config.train_workdir at a training workdir.")
-  with np.load(path) as f:
-    data = {k: f[k] for k in f.files}
+  data = workdir_lib.load_npz(path)  # names the path if it is truncated
   found = sorted(data)
   layers = sorted(k[2:] for k in found if k.startswith("z/"))
   expected = [f"z/{layer}", *_REQUIRED]

@@ -29,9 +29,11 @@ Divergence. A run whose loss, gradients or updated parameters are not finite
 keeps its last good state, is frozen from then on, and records the step.
 The other runs are unaffected.
 """
+from nearid_jax.train.config import config_diff
 from nearid_jax.train.config import default_config
 from nearid_jax.train.config import GRIDABLE
 from nearid_jax.train.config import make_run_table
+from nearid_jax.train.config import RESUMABLE
 from nearid_jax.train.config import RunTable
 from nearid_jax.train.config import validate_config
 from nearid_jax.train.driver import load_trained
@@ -46,8 +48,8 @@ from nearid_jax.train.trainer import TrainState
 from nearid_jax.train.trainer import weight_decay_mask
 
 __all__ = [
-    "default_config", "GRIDABLE", "get_trainer", "load_trained",
+    "config_diff", "default_config", "GRIDABLE", "get_trainer", "load_trained",
     "make_optimizer", "make_run_table", "make_train", "param_checksum",
-    "run", "RunTable", "Trainer", "TrainState", "validate_config",
+    "RESUMABLE", "run", "RunTable", "Trainer", "TrainState", "validate_config",
     "weight_decay_mask", "workdir_config_diff",
 ]

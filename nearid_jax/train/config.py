@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import math
 from typing import Any
 
@@ -29,12 +30,63 @@ GRIDABLE = {
     "mask_ratio": "objective.mask_ratio",
     "beta": "objective.beta",
 }
-# Fields that change neither the computation nor its result; a workdir may be
-# resumed with different values.
-_NON_NUMERIC = ("log_every", "checkpoint_every", "keep_checkpoints",
-                "progress", "num_devices", "runs_per_group", "eval.layers",
-                "eval.batch_size", "eval.pool")
+# The ONE list of fields that may differ when a workdir is resumed (by the
+# trainer) or a report is rerun (as "train.<field>"): they change neither the
+# computation's numbers nor its result. log_every / checkpoint_every only move
+# the chunk boundaries (the driver realigns its chunks to them); num_devices
+# and runs_per_group only move runs between devices; keep_checkpoints,
+# progress and the eval settings only change what is written.
+RESUMABLE = ("log_every", "checkpoint_every", "keep_checkpoints",
+             "progress", "num_devices", "runs_per_group", "eval.layers",
+             "eval.batch_size", "eval.pool")
 _POOLS = ("flatten", "mean")
+
+
+def config_diff(old: Any, new: Any, *, section: str = "") -> list[str]:
+  """The fields ("a.b: old -> new") in which two configs differ.
+
+  The one comparison used when a training workdir is resumed and when a
+  report is rerun. Fields in `RESUMABLE` (at `section`) are ignored; tuples
+  and lists compare equal.
+
+  Args:
+    old, new: configs as dicts or ConfigDicts (e.g. a saved config.json).
+    section: where the trainer's config sits inside them: "" for a trainer
+      config, "train." for a report config.
+
+  Returns:
+    Sorted "path: old -> new" strings; empty when the configs agree.
+
+  Examples:
+    >>> a = default_config()
+    >>> b = default_config()
+    >>> b.num_seeds, b.log_every = 4, 50
+    >>> config_diff(a, b)
+    ['num_seeds: 8 -> 4']
+  """
+  ignore = {section + f for f in RESUMABLE}
+  return _diff(_plain(old), _plain(new), "", ignore)
+
+
+def _plain(config: Any) -> Any:
+  if isinstance(config, (ml_collections.ConfigDict,
+                         ml_collections.FrozenConfigDict)):
+    config = config.to_dict()
+  return json.loads(json.dumps(config, default=str))  # tuples vs lists
+
+
+def _diff(old: dict, new: dict, prefix: str, ignore: set[str]) -> list[str]:
+  diffs = []
+  for k in sorted(set(old) | set(new)):
+    path = f"{prefix}{k}"
+    if path in ignore:
+      continue
+    a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      diffs += _diff(a, b, path + ".", ignore)
+    elif a != b:
+      diffs.append(f"{path}: {a!r} -> {b!r}")
+  return diffs
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -7,6 +7,7 @@ end final.json, representations.npz and the loss-curve plot.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,8 +22,9 @@ import numpy as np
 from nearid_jax import checkpoint as ckpt_lib
 from nearid_jax import metric_writers
 from nearid_jax import plotting
+from nearid_jax import workdir as workdir_lib
 from nearid_jax.train import devices
-from nearid_jax.train.config import _NON_NUMERIC
+from nearid_jax.train.config import config_diff
 from nearid_jax.train.trainer import get_trainer
 from nearid_jax.train.trainer import param_checksum
 from nearid_jax.train.trainer import Trainer
@@ -30,26 +32,9 @@ from nearid_jax.train.trainer import TrainState
 
 # representations.npz keeps the eval inputs up to this size.
 _MAX_SAVED_INPUTS = 64 << 20
-_OUTPUTS = ("checkpoints", "metrics.jsonl", "tb", "final.json",
-            "representations.npz", "loss_curves.png", "config.json")
-
-
-def _config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-  diffs = []
-  for k in sorted(set(old) | set(new)):
-    path = f"{prefix}{k}"
-    if path in _NON_NUMERIC:
-      continue
-    a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
-    if isinstance(a, dict) and isinstance(b, dict):
-      diffs += _config_diff(a, b, path + ".")
-    elif _normalise(a) != _normalise(b):
-      diffs.append(f"{path}: {a!r} -> {b!r}")
-  return diffs
-
-
-def _normalise(v):
-  return json.loads(json.dumps(v))  # tuples vs lists
+_OUTPUTS = ("checkpoints", "checkpoints.corrupt", "metrics.jsonl", "tb",
+            "final.json", "representations.npz", "loss_curves.png",
+            "config.json")
 
 
 def workdir_config_diff(workdir: str,
@@ -65,7 +50,7 @@ def workdir_config_diff(workdir: str,
     return []
   with open(path) as f:
     old = json.load(f)
-  return _config_diff(old, _normalise(config.to_dict()))
+  return config_diff(old, config)
 
 
 def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
@@ -101,10 +86,19 @@ def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
         f"--workdir {workdir!r} holds checkpoints but no config.json, so it "
         "cannot be checked against this config. Use a new --workdir, or "
         "pass --overwrite.")
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if os.path.exists(os.path.join(workdir, "final.json")) and not (
+      os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir)):
+    # Training again would silently replace the finished run's outputs.
+    raise ValueError(
+        f"--workdir {workdir!r} holds the final.json of a finished run but "
+        f"no checkpoints ({ckpt_dir} is missing or empty), so it can be "
+        "neither resumed nor checked. Pass --overwrite to train it again "
+        "from the start, or use a new --workdir.")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
-        overwrite: bool = False,
+        overwrite: bool = False, strict: bool = False,
         on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
   """Trains all runs of `config`, resuming from `workdir` if it holds any.
 
@@ -117,6 +111,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     config: an experiment config (see `default_config`).
     workdir: output directory; rerunning with the same workdir resumes.
     overwrite: delete this trainer's outputs in `workdir` first.
+    strict: refuse to resume when the latest checkpoint cannot be read;
+      by default the newest intact step is used, with a warning.
     on_chunk: called with the global step after each chunk (tests use it to
       interrupt a run).
 
@@ -125,9 +121,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
   Raises:
     ValueError: for invalid configs or workdirs, before anything compiles.
+    nearid_jax.workdir.WorkdirInUse: another process writes `workdir`.
+    nearid_jax.checkpoint.CorruptCheckpoint: no saved step can be read (or,
+      with `strict`, the latest cannot).
   """
-  trainer = get_trainer(config)  # validates the config first
+  trainer = get_trainer(config)  # validates the config (once)
   primary = jax.process_index() == 0
+  # Only the primary process writes, so only it holds the workdir's lock.
+  with (workdir_lib.lock(workdir) if primary
+        else contextlib.nullcontext()):
+    return _run(trainer, workdir, overwrite, strict, on_chunk, primary)
+
+
+def _run(trainer, workdir, overwrite, strict, on_chunk, primary):
+  config = trainer.config
   if primary:
     _prepare_workdir(config, workdir, overwrite)
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -139,14 +146,15 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
   with ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                              keep=config.keep_checkpoints) as ckpt:
-    start = ckpt.latest_step()
+    # The run axis is padded to the device count, which may differ from the
+    # saved run's (num_devices is RESUMABLE); padding runs are never read.
+    start, state = ckpt.restore_latest(abstract, strict=strict,
+                                       allow_resize=True)
     if start is None:
       start = 0
       state = trainer.init_jit(key)
-    else:
-      if primary:
-        print(f"Resuming {workdir} from step {start} of {config.num_steps}.")
-      state = ckpt.restore(start, abstract)
+    elif primary:
+      print(f"Resuming {workdir} from step {start} of {config.num_steps}.")
     writer = metric_writers.MetricWriter(workdir, names, resume_step=start,
                                          enabled=primary)
     state = _train_loop(trainer, state, key, start, ckpt, writer, on_chunk)
@@ -172,6 +180,8 @@ def load_trained(workdir: str, step: int | None = None
 
   Raises:
     FileNotFoundError: when the workdir holds no config or checkpoint.
+    nearid_jax.checkpoint.CorruptCheckpoint: the step cannot be read (no
+      fallback: analysis must not silently use an earlier state).
   """
   cfg_path = os.path.join(workdir, "config.json")
   if not os.path.exists(cfg_path):
@@ -202,12 +212,11 @@ def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk):
   except ImportError:
     bar = None
   t0 = time.time()
-  for step in range(start, config.num_steps, config.log_every):
-    state, metrics = trainer.chunk_jit(state, key)
+  for step, end in chunk_bounds(start, config.num_steps, config.log_every):
+    state, metrics = trainer.chunk_jit(state, key, length=end - step)
     if step == start:
       logging.info("First chunk (compile + %d steps): %.1fs",
-                   config.log_every, time.time() - t0)
-    end = step + config.log_every
+                   end - step, time.time() - t0)
     metrics = {k: devices.to_host(v)[:n] for k, v in metrics.items()}
     diverged = devices.to_host(state.diverged_step)[:n] >= 0
     scalars = {k: _finite_mean(v) for k, v in metrics.items()}
@@ -220,12 +229,30 @@ def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk):
       loss = scalars["loss"][~diverged]
       bar.set_postfix(loss=f"{np.median(loss):.4g}" if loss.size else "-",
                       diverged=int(diverged.sum()))
-      bar.update(config.log_every)
+      bar.update(end - step)
     if on_chunk is not None:
       on_chunk(end)
   if bar is not None:
     bar.close()
   return state
+
+
+def chunk_bounds(start: int, num_steps: int,
+                 log_every: int) -> list[tuple[int, int]]:
+  """The (first, end) steps of the chunks that take `start` to `num_steps`.
+
+  Chunks end on multiples of `log_every` (and at `num_steps`), whatever the
+  start: a run resumed from a checkpoint taken under another `log_every`
+  first steps to the next multiple, so it trains exactly `num_steps` steps
+  and meets every checkpoint step (a multiple of log_every).
+
+  Examples:
+    >>> chunk_bounds(1500, 2000, 400)
+    [(1500, 1600), (1600, 2000)]
+  """
+  ends = list(range((start // log_every + 1) * log_every, num_steps,
+                    log_every)) + [num_steps]
+  return [(a, b) for a, b in zip([start] + ends[:-1], ends) if a < b]
 
 
 def _finite_mean(v: np.ndarray) -> np.ndarray:

@@ -121,6 +121,7 @@ class Trainer:
     self.layers = tuple(config.eval.layers)
     self.init_jit = jax.jit(self.init, out_shardings=self.sharding)
     self.chunk_jit = jax.jit(self.chunk, donate_argnums=0,
+                             static_argnames="length",
                              out_shardings=self.sharding)
     self.evaluate_jit = jax.jit(self.evaluate, out_shardings=self.sharding)
 
@@ -202,15 +203,18 @@ class Trainer:
     """Initial states of all (padded) runs: leaves [N_padded, ...]."""
     return jax.vmap(self._init_one)(self.run_keys(key), self._hparams())
 
-  def chunk(self, state: TrainState, key: jax.Array):
-    """Advances every run by `log_every` steps.
+  def chunk(self, state: TrainState, key: jax.Array,
+            length: int | None = None):
+    """Advances every run by `length` steps (default `log_every`).
 
     Returns:
-      (state, metrics) with metrics {name: [N_padded, log_every]}.
+      (state, metrics) with metrics {name: [N_padded, length]}.
     """
+    length = length or self.config.log_every
+
     def one(st, run_key, hp):
       return jax.lax.scan(lambda s, _: self._step_one(s, run_key, hp), st,
-                          None, length=self.config.log_every)
+                          None, length=length)
 
     return self.placement.map_runs(one, self._constrain(state),
                                    self.run_keys(key), self._hparams())
@@ -297,7 +301,7 @@ def get_trainer(config: ml_collections.ConfigDict) -> Trainer:
   Raises:
     ValueError: for an invalid config (before anything compiles).
   """
-  validate_config(config)
+  # An invalid config never enters the cache: `Trainer` checks it (once).
   return _cached_trainer(ml_collections.FrozenConfigDict(config))
 
 
