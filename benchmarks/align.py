@@ -43,11 +43,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nearid_jax import align  # noqa: E402
-from nearid_jax.align import devices as align_devices  # noqa: E402
 from nearid_jax.align import maps as align_maps  # noqa: E402
 from nearid_jax.align import pairs as align_pairs  # noqa: E402
 from nearid_jax.align import stats as align_stats  # noqa: E402
 from nearid_jax import ica as ica_lib  # noqa: E402
+from nearid_jax import parallel  # noqa: E402
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 KINDS = ("perm", "rigid", "linear", "ica")
@@ -243,11 +243,10 @@ def _memory(budget_chunks: bool = True):
       lambda x, sd: align_maps.fit_ica(x, sd, key, n_components=d,
                                        options=options)[0], runs.xf, runs.sd)
   n_pairs = r * (r - 1)
-  old = align_devices._CPU_BUDGET  # pylint: disable=protected-access
-  if budget_chunks:  # plan with the accelerator budget on this CPU
-    align_devices._CPU_BUDGET = align_devices._ACCEL_BUDGET  # pylint: disable=protected-access
-  chunks = align_pairs.chunks(n_pairs, n - n_fit, d, d, 4, None)
-  align_devices._CPU_BUDGET = old  # pylint: disable=protected-access
+  # Plan with the accelerator budget on this CPU when asked.
+  budget = parallel.Policy.default("gpu").chunk_bytes
+  with parallel.using(**({"chunk_bytes": budget} if budget_chunks else {})):
+    chunks = align_pairs.chunks(n_pairs, n - n_fit, d, d, 4, None)
   idx = jax.ShapeDtypeStruct((n_pairs,), jnp.int32)
   valid = jax.ShapeDtypeStruct((r,), jnp.bool_)
   pairs = align_pairs.pairs_program.lower(

@@ -1,9 +1,9 @@
 """Import before jax: one XLA host device per CPU core.
 
-nearid_jax spreads independent runs (`nearid_jax.parallel.map_runs`), the
-rows of one ICA run (`parallel.Rows`) and the trainer's seeds over the local
-devices; on a CPU host that needs one XLA device per core, which must be
-asked for before jax is imported. An explicit
+nearid_jax's execution layer (`nearid_jax.parallel`) spreads independent
+runs (the trainer's, FastICA's, alignment's and the metrics'), or the rows
+of one ICA run, over the local devices; on a CPU host that needs one XLA
+device per core, which must be asked for before jax is imported. An explicit
 --xla_force_host_platform_device_count in XLA_FLAGS is kept. On a GPU host
 this only adds CPU devices, which the GPU backend does not use.
 """

@@ -20,30 +20,43 @@
 # Train 8 seeds of an autoencoder on the synthetic data-generating process
 # x = g(u) in ONE compiled program, measure how far apart their latent
 # representations are (ε), and turn them into disentangled features with ICA.
-# Set `NEARID_SMOKE=1` for CI sizes.
+# The definitions and theorems behind each step: `docs/paper.md`.
+#
+# **Runtime**: CPU is enough (about a minute at full size). Set
+# `NEARID_SMOKE=1` for the CI sizes. The first cell installs nearid_jax on
+# Colab without touching Colab's own JAX; locally, use
+# `pip install -e ".[notebook]"` in the repository.
 
 # %%
+# Where Colab installs nearid_jax from: the repository, or your fork of it.
+REPO_URL = "https://github.com/nearid-jax/nearid_jax"
+
 try:
   import google.colab  # noqa: F401
-  # %pip install -q "nearid_jax @ git+https://github.com/nearid-jax/nearid_jax"
+  # --no-deps keeps Colab's preinstalled jax/flax/optax/orbax as they are
+  # (never downgraded); the second line adds the two packages Colab lacks.
+  # %pip install -q --no-deps "nearid_jax @ git+{REPO_URL}"
+  # %pip install -q ml_collections tensorboardX
 except ImportError:
   pass
 
 import os
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
 from nearid_jax import align
 from nearid_jax import compile_cache
 from nearid_jax import ica
 from nearid_jax import metrics
+from nearid_jax import plotting
 from nearid_jax import train
 
-SMOKE = os.environ.get("NEARID_SMOKE") == "1"
+SMOKE = os.environ.get("NEARID_SMOKE") == "1"  # CI sizes
 # Compiled programs persist across sessions (~/.cache/nearid_jax/jax).
 compile_cache.enable()
+print("jax", jax.__version__, "on", jax.devices())
+print("Recommended runtime: CPU (Runtime > Change runtime type > CPU)")
 
 # %% [markdown]
 # ## Configure and train
@@ -54,30 +67,27 @@ compile_cache.enable()
 
 # %%
 config = train.default_config()
-config.num_steps = 200 if SMOKE else 3000
-config.log_every = 100
 config.progress = False
+if SMOKE:
+  config.num_seeds, config.num_steps, config.data.eval_size = 3, 200, 512
 state, history = jax.jit(train.make_train(config))(jax.random.key(0))
 loss = np.asarray(history["loss"])  # [runs, steps]
+names = [f"seed {s}" for s in range(loss.shape[0])]
 print("final loss per seed:", loss[:, -1].round(5))
 
 # %%
-plt.figure(figsize=(6, 3.5))
-plt.semilogy(loss.T, lw=0.8)
-plt.xlabel("step")
-plt.ylabel("reconstruction MSE")
-plt.title(f"{loss.shape[0]} seeds trained in one program")
-plt.show()
+plotting.plot_loss_curves(np.arange(loss.shape[1]), loss.T, names,
+                          title=f"{len(names)} seeds trained in one program")
 
 # %% [markdown]
 # ## Representations of held-out data
-# `Trainer.evaluate` returns the representation at every configured layer
-# for the fixed evaluation set, with the true factors u of the same inputs.
+# The trainer behind `make_train` (`get_trainer`) evaluates every run on a
+# fixed held-out set: the representation at each configured layer, and the
+# true factors u of the same inputs.
 
 # %%
-trainer = train.Trainer(config)
-evaluation = trainer.evaluate_jit(state)
-z = np.asarray(evaluation["reps"]["latent"])[: trainer.runs.num_runs]
+trainer = train.get_trainer(config)
+z = trainer.evaluate_in_chunks(state)["reps"]["latent"]
 u = np.asarray(trainer.eval_batch["u"])
 print("latents:", z.shape, "(runs, inputs, dims); factors:", u.shape)
 
@@ -88,7 +98,7 @@ print("latents:", z.shape, "(runs, inputs, dims); factors:", u.shape)
 # by the target's diameter. Two seeds' latents are not equal, but a linear
 # or even a rigid map takes one to the other almost exactly; a signed
 # permutation (which is what "the same features" would mean) does not —
-# until ICA (the paper's Theorems 1 and 2).
+# until ICA (Theorems 1 and 2 in `docs/paper.md`).
 
 # %%
 key = jax.random.key(0)
@@ -99,30 +109,21 @@ for kind in kinds:
   print(f"{kind:>6}: mean ε over pairs = "
         f"{np.asarray(eps[kind]['mean'])[off].mean():.3f}")
 
-fig, axes = plt.subplots(1, len(kinds), figsize=(3 * len(kinds), 3))
-vmax = max(float(np.asarray(eps[k]["mean"]).max()) for k in kinds)
-for ax, kind in zip(axes, kinds):
-  im = ax.imshow(np.asarray(eps[kind]["mean"]), vmin=0, vmax=vmax,
-                 cmap="viridis")
-  ax.set_title(kind)
-  ax.set_xlabel("source run")
-axes[0].set_ylabel("target run")
-fig.colorbar(im, ax=axes, shrink=0.8, label="ε")
-plt.show()
-assert np.asarray(eps["rigid"]["mean"])[off].mean() < np.asarray(
-    eps["perm"]["mean"])[off].mean()
+# %%
+plotting.plot_epsilon_heatmaps({k: np.asarray(eps[k]["mean"]) for k in kinds},
+                               names)
 
 # %% [markdown]
 # ## AE + ICA = disentanglement
 # FastICA of every run's latents, in one program; then MCC (Hungarian-
-# matched correlation with the true factors) and InfoM (modularity of the
-# mutual information; the factors are continuous, so they are binned, with
-# a warning) before and after.
+# matched correlation with the true factors) before and after. The
+# `disentanglement_recipe` notebook does the same on images, with InfoMEC.
 
 # %%
 sources = ica.fastica(z, jax.random.key(1)).sources
-for name, codes in (("raw", z), ("ICA", sources)):
-  mcc = np.asarray(metrics.mcc(codes, u)["mcc"])
-  infom = np.asarray(metrics.infomec(codes, u, key=key)["infom"])
-  print(f"{name:>3}: MCC {mcc.mean():.3f} ± {mcc.std():.3f}, "
-        f"InfoM {infom.mean():.3f} ± {infom.std():.3f}")
+mcc = {name: np.asarray(metrics.mcc(codes, u)["mcc"])
+       for name, codes in (("raw", z), ("ICA", sources))}
+print(f"MCC raw {mcc['raw'].mean():.3f}, after ICA {mcc['ICA'].mean():.3f}")
+
+# %%
+plotting.plot_mcc(mcc["raw"], mcc["ICA"], names)

@@ -1,8 +1,9 @@
 """FastICA in JAX: batched over runs, jittable, chunked over rows.
 
 Whitening + contrast-function ICA turns a representation that is identifiable
-up to a linear map into one identifiable up to a signed permutation (PAPER.md,
-Theorem 2); `nearid_jax.align` uses it to map one run onto another.
+up to a linear map into one identifiable up to a signed permutation
+(docs/paper.md, Theorem 2); `nearid_jax.align` uses it to map one run onto
+another.
 
 The algorithm is Hyvärinen's fixed point (Hyvärinen & Oja 2000) with
 scikit-learn's conventions, so that results and tolerances mean the same thing
@@ -64,16 +65,6 @@ __all__ = [
 ]
 
 _HIGHEST = lax.Precision.HIGHEST
-# Elements of one row chunk ([rows, k]) per run. On CPU a chunk this size
-# (2 MiB) stays in cache between the two products of an iteration;
-# accelerators want few, large chunks.
-_CPU_CHUNK_ELEMS = 1 << 19
-_ACCEL_CHUNK_ELEMS = 1 << 26
-# Fewest rows per device when one run's rows are split over devices, and per
-# dimension: the [k, k] work of an iteration (the polar decomposition) is
-# repeated on every device, so splitting only pays when the rows dominate.
-_MIN_SHARD_ROWS = 4096
-_MIN_SHARD_ROWS_PER_DIM = 64
 
 
 class ConvergenceWarning(UserWarning):
@@ -194,13 +185,15 @@ def _objective(fun, alpha, sums, n, dtype):
 # Row-chunked reductions.
 
 
-def _auto_chunk(n: int, k: int, batch: int = 1) -> int:
-  """Rows per chunk for k columns; `batch` runs share a chunk under vmap."""
-  if jax.default_backend() == "cpu":
-    rows = _CPU_CHUNK_ELEMS // k  # runs go one at a time on CPU (lax.map)
-  else:
-    rows = _ACCEL_CHUNK_ELEMS // (k * batch)
-  return int(max(256, min(n, rows)))
+def _auto_chunk(n: int, k: int, runs_per_device: int = 1) -> int:
+  """Rows per chunk for k columns (`parallel.Policy.chunk_elems` per run).
+
+  The runs a device vmaps together (`Policy.runs_per_group`; 0: all its
+  `runs_per_device`) share the budget.
+  """
+  p = parallel.policy()
+  together = min(p.runs_per_group or runs_per_device, runs_per_device)
+  return int(max(256, min(n, p.chunk_elems // (k * together))))
 
 
 # ---------------------------------------------------------------------------
@@ -455,24 +448,17 @@ def _fit_one(x, key, w_init, tol, max_iter, alpha, cfg: _Config) -> ICAResult:
   return _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u, cfg)
 
 
-def _batch_mode() -> str:
-  """How a stack of runs is batched: "devices" (default) or "vmap".
+def _over_runs(fn, batched, in_axes):
+  """fn mapped over the leading run axis of the args marked 0 in in_axes.
 
-  "devices": `parallel.map_runs`, which spreads the runs over the local
-  devices and, within a device, maps them one at a time on CPU (a batched
-  product of small matrices is slower there than the same products one run
-  at a time, and each run iterates until it alone converges) or vmaps them
-  on accelerators. "vmap": a plain `jax.vmap` (kept for tests).
+  `parallel.map_runs` spreads the runs over the devices and, within a
+  device, maps them one at a time on CPU (a batched product of small
+  matrices is slower there than the same products one run at a time, and
+  each run iterates until it alone converges) or vmaps them on
+  accelerators (`parallel.Policy.runs_per_group`).
   """
-  return "devices"
-
-
-def _over_runs(fn, batch, in_axes):
-  """fn mapped over the leading run axis of the args marked 0 in in_axes."""
-  if batch is None:
+  if not batched:
     return fn
-  if batch == "vmap":
-    return jax.vmap(fn, in_axes=in_axes)
   return lambda *args: parallel.map_runs(fn, *args, in_axes=in_axes)
 
 
@@ -499,30 +485,30 @@ def _vmap_as_runs(one, runs):
   return fn
 
 
-@functools.partial(jax.jit,
+@functools.partial(parallel.jit,
                    static_argnames=("solver", "chunk", "batch", "shards"))
 def _whiten_jit(x, *, solver, chunk, batch, shards):
   fn = functools.partial(_whiten, solver=solver, chunk=chunk, shards=shards)
-  if batch is None:
+  if not batch:
     # Rows are not split for a stack of runs (map_runs splits the runs).
     per_run = functools.partial(_whiten, solver=solver, chunk=chunk)
     fn = _vmap_as_runs(fn, lambda *a, in_axes: _over_runs(
-        per_run, _batch_mode(), in_axes)(*a))
+        per_run, True, in_axes)(*a))
   return _over_runs(fn, batch, (0,))(x)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "batch"))
+@functools.partial(parallel.jit, static_argnames=("cfg", "batch"))
 def _finish_jit(x, key, w_init, tol, max_iter, alpha, mean, lam, u, *, cfg,
                 batch):
   fn = functools.partial(_finish, cfg=cfg)
-  if batch is None:
+  if not batch:
     # Keys cross custom_vmap as raw key data.
     per_run = functools.partial(_finish, cfg=dataclasses.replace(
         cfg, row_shards=1))
     unwrap = lambda f: lambda x, k, *a: f(  # noqa: E731
         x, jax.random.wrap_key_data(k, impl=jax.random.key_impl(key)), *a)
     fn = _vmap_as_runs(unwrap(fn), lambda *a, in_axes: _over_runs(
-        unwrap(per_run), _batch_mode(), in_axes)(*a))
+        unwrap(per_run), True, in_axes)(*a))
     return fn(x, jax.random.key_data(key), w_init, tol, max_iter, alpha,
               mean, lam, u)
   w_axis = 0 if (w_init is not None and w_init.ndim == 3) else None
@@ -708,25 +694,23 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
                      f"need n > n_components.")
 
   concrete = validation.is_concrete(x)
-  # One run's rows are split over the local devices (each core of a CPU
-  # host run with one XLA device per core, or several GPUs); a stack of
-  # runs is split by runs instead (`_batch_mode`).
-  shards = 1 if batched else parallel.row_shards(
-      n, max(_MIN_SHARD_ROWS, _MIN_SHARD_ROWS_PER_DIM * d))
-  # Concrete data go straight to the devices that use them (one copy per
-  # device, in parallel) rather than to one device and on inside the program.
-  sharding = None
-  if concrete:
-    sharding = (parallel.run_sharding(n_runs) if batched
-                else parallel.row_sharding(n, shards))
-  if not concrete:
-    xj = jnp.asarray(x)
-  else:
-    # device_put, unlike jnp.asarray, aliases a 64-byte aligned host array
-    # on CPU instead of copying it (a 25 MB copy costs about as much as an
+  # One run's rows are split over the devices (each core of a CPU host run
+  # with one XLA device per core, or several GPUs); a stack of runs is
+  # split by runs instead, padded to a multiple of the devices once here
+  # and cut back at the end (`parallel.RunLayout`).
+  shards = 1 if batched else parallel.row_shards(n, d)
+  layout = parallel.run_layout(n_runs) if batched else None
+  if batched:
+    xj = layout.place(x) if concrete else layout.pad(x)
+  elif concrete:
+    # Concrete data go straight to the devices that use them; device_put,
+    # unlike jnp.asarray, aliases a 64-byte aligned host array on CPU
+    # instead of copying it (a 25 MB copy costs about as much as an
     # iteration).
     xj = jax.device_put(x if isinstance(x, (np.ndarray, jax.Array))
-                        else np.asarray(x), sharding)
+                        else np.asarray(x), parallel.row_sharding(n, shards))
+  else:
+    xj = jnp.asarray(x)
   if xj.dtype not in (jnp.float32, jnp.float64):
     xj = xj.astype(jnp.float32)  # half precision: compute in float32
   if not concrete and n_components == "auto":
@@ -742,8 +726,10 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
                               run_axis=0 if batched else None,
                               row_axis=1 if batched else 0)
   keys = _as_keys(key, n_runs)
+  if batched:
+    keys = layout.pad(keys)
   if chunk_size is None:
-    chunk_size = _auto_chunk(n, d, n_runs or 1)
+    chunk_size = _auto_chunk(n, d, layout.per_device if batched else 1)
   cfg = _Config(n_components=want, algorithm=algorithm, fun=fun,
                 whiten_solver=whiten_solver, n_restarts=int(n_restarts),
                 chunk_size=int(chunk_size), has_w_init=w_init is not None,
@@ -751,12 +737,13 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
   # The whitening statistics come first (a small program) so the rank is
   # checked on the host before the ICA program is compiled; the ICA reuses
   # them rather than recomputing.
-  batch = _batch_mode() if batched else None
+  batch = batched
   mean, lam, u = _whiten_jit(xj, solver=whiten_solver, chunk=cfg.chunk_size,
                              batch=batch, shards=shards)
   k = want
   if concrete:
-    rank = _check_rank(x, np.asarray(lam), n_components, whiten_solver,
+    lam_runs = np.asarray(lam)[:n_runs] if batched else np.asarray(lam)
+    rank = _check_rank(x, lam_runs, n_components, whiten_solver,
                        np.dtype(xj.dtype))
     if n_components == "auto":
       k = rank
@@ -770,10 +757,14 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
     if tuple(w_init.shape) not in shapes:
       raise ValueError(f"w_init must have shape {' or '.join(map(str, shapes))}"
                        f", got {tuple(w_init.shape)}.")
+    if w_init.ndim == 3:
+      w_init = layout.pad(w_init)
   res = _finish_jit(xj, keys, w_init, jnp.asarray(tol, xj.dtype),
                     jnp.asarray(max_iter, jnp.int32),
                     jnp.asarray(fun_alpha, xj.dtype), mean, lam, u, cfg=cfg,
                     batch=batch)
+  if batched:
+    res = layout.unpad(res)
   # (A traced key or w_init gives traced results even for concrete x.)
   if concrete and validation.is_concrete(res.converged):
     conv = np.atleast_1d(np.asarray(res.converged))

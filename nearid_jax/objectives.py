@@ -19,7 +19,8 @@ the paper's theorems are about.
 Families: the autoencoder (MSE, or per-pixel sigmoid cross-entropy for
 images in [0, 1]), the masked autoencoder (masked coordinates for MLPs,
 masked patches for ViTs), the classifier, the VAE-family baselines of the
-paper's Table 2 (β-VAE, β-TCVAE, BioAE) and InfoNCE. The VAE-family
+paper's Table 2 (β-VAE, β-TCVAE, BioAE), latent quantization (QLAE,
+Hsu et al. 2023) and InfoNCE. The VAE-family
 weights follow Hsu et al. (2023): reconstruction is a mean over pixels, the
 KL / total-correlation terms are sums over latents divided by the number of
 pixels, so that β = 1 is the ELBO divided by the number of pixels.
@@ -36,8 +37,10 @@ import optax
 
 Loss = Callable[..., tuple[jax.Array, dict]]
 OBJECTIVES = ("autoencoder", "masked_autoencoder", "classifier", "beta_vae",
-              "beta_tcvae", "bioae", "infonce")
+              "beta_tcvae", "bioae", "qlae", "infonce")
 RECONSTRUCTIONS = ("mse", "sigmoid_ce")
+# Hsu et al.'s quantization and commitment weights (both 0.01).
+QLAE_WEIGHT = 0.01
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -49,7 +52,10 @@ def default_config() -> ml_collections.ConfigDict:
   β-VAE, total-correlation weight of β-TCVAE; grid-able); dataset_size
   (β-TCVAE's N in the minibatch-weighted-sampling estimator, 0: the data's
   number of distinct examples); nonnegative_weight and activity_weight
-  (BioAE); temperature (InfoNCE).
+  (BioAE); temperature (InfoNCE). QLAE reads quantization_weight and
+  commitment_weight when the config has them (experiments/configs/qlae.py
+  sets both), else QLAE_WEIGHT: they are not defaults here, so that
+  workdirs of the other objectives keep resuming under an unchanged config.
   """
   return ml_collections.ConfigDict(dict(
       name="autoencoder", mask_ratio=0.5, reconstruction="mse",
@@ -336,6 +342,42 @@ def bioae(model, nonnegative_weight: float, activity_weight: float,
   return loss
 
 
+def qlae(model, quantization_weight: float, commitment_weight: float,
+         reconstruction: str = "sigmoid_ce") -> Loss:
+  """QLAE (Hsu et al. 2023): reconstruction through quantized latents.
+
+  Loss = reconstruction (the decoder sees the straight-through quantized
+  code) + quantization_weight · mean(sg(z) − q)² + commitment_weight ·
+  mean(z − sg(q))² (`models.quantize.quantization_losses`). The model
+  needs reps["latent"] (continuous z) and reps["latent_quantized"] (q),
+  e.g. "conv_qlae". The published high weight decay lives in the
+  optimizer.
+
+  Examples:
+    >>> from nearid_jax.models import conv_ae, quantize
+    >>> model = quantize.QuantizedConvAutoencoder((16, 16, 1), 2,
+    ...                                           **conv_ae.SIZES["tiny"])
+    >>> x = jnp.full((2, 16, 16, 1), 0.5)
+    >>> v = model.init(jax.random.key(0), x)
+    >>> loss, aux = qlae(model, 0.01, 0.01)(v, {"x": x}, None)
+    >>> sorted(aux)
+    ['commitment', 'quantization', 'reconstruction']
+  """
+  from nearid_jax.models import quantize  # pylint: disable=g-import-not-at-top
+
+  def loss(variables, batch, key, train=True):
+    del key  # deterministic
+    out, reps, new_state = apply_model(model, variables, batch["x"],
+                                       train=train)
+    rec = jnp.mean(reconstruction_error(out, batch["x"], reconstruction))
+    parts = quantize.quantization_losses(reps["latent"],
+                                         reps["latent_quantized"])
+    total = (rec + quantization_weight * parts["quantization"]
+             + commitment_weight * parts["commitment"])
+    return total, _with_state({"reconstruction": rec, **parts}, new_state)
+  return loss
+
+
 def infonce(model, temperature: float) -> Loss:
   """Symmetric InfoNCE between x and its positive x_pos (batch["x_pos"]).
 
@@ -405,6 +447,9 @@ def build_loss(name: str, model, hparams: Mapping[str, Any],
     return beta_tcvae(model, beta, int(size), rec)
   if name == "bioae":
     return bioae(model, cfg.nonnegative_weight, cfg.activity_weight, rec)
+  if name == "qlae":
+    return qlae(model, cfg.get("quantization_weight", QLAE_WEIGHT),
+                cfg.get("commitment_weight", QLAE_WEIGHT), rec)
   if name == "infonce":
     return infonce(model, cfg.temperature)
   raise ValueError(f"config.objective.name: unknown objective {name!r}; "

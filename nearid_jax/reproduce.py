@@ -22,6 +22,9 @@ import ml_collections
 # one experiment's dependencies never load for another).
 EXPERIMENTS = {
     "cells": "nearid_jax.paper.cells",
+    "e0_bilipschitz": "nearid_jax.paper.e0_bilipschitz",
+    "table1": "nearid_jax.paper.table1",
+    "table2": "nearid_jax.paper.table2",
 }
 
 

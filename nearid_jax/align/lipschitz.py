@@ -1,6 +1,6 @@
 """Theorem 1 tools: a decoder's bi-Lipschitz constant from its Jacobians.
 
-PAPER.md Theorem 1 bounds ε by sqrt(2L + L²) times the diameter when the
+docs/paper.md Theorem 1 bounds ε by sqrt(2L + L²) times the diameter when the
 decoders are (1 + L)-bi-Lipschitz. `decoder_bi_lipschitz` estimates 1 + L
 from the Jacobian's extreme singular values at evaluation points, and
 beside it the scale-free condition number σ_max/σ_min, which does not
@@ -22,7 +22,7 @@ def decoder_bi_lipschitz(decode: Callable, z) -> dict:
 
   With σ_max(x), σ_min(x) the extreme singular values of the [D, k]
   Jacobian of `decode` at each evaluation point, 1 + L = max(max_x σ_max,
-  1 / min_x σ_min) (PAPER.md Theorem 1). Its scale-free companion is the
+  1 / min_x σ_min) (docs/paper.md Theorem 1). Its scale-free companion is the
   condition number κ = max_x σ_max(x) / σ_min(x): unchanged when z or the
   output is multiplied by a constant, so it compares decoders whose latents
   have different scales (1 + L mostly measures that scale). Pure: vmap it

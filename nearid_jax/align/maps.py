@@ -19,6 +19,7 @@ import numpy as np
 
 from nearid_jax import assignment
 from nearid_jax import ica as ica_lib
+from nearid_jax import parallel
 from nearid_jax import validation
 from nearid_jax.align import devices
 from nearid_jax.align import options as options_lib
@@ -59,7 +60,8 @@ def ica_options(options: dict | None) -> tuple:
   return tuple(sorted(opts.items()))
 
 
-@functools.partial(jax.jit, static_argnames=("n_components", "options"))
+@functools.partial(parallel.jit,
+                   static_argnames=("n_components", "options"))
 def fit_ica(xf, sd, key, *, n_components: int, options: tuple) -> Any:
   """FastICA of every run of xf [R, n_fit, d], all from the same start.
 
@@ -246,9 +248,9 @@ def fit_maps(c, t: Runs, s: Runs, ica_t, ica_s, matches,
 def run_ica(runs: Runs, key, k: int, options, name: str, concrete):
   """FastICA maps of the runs (k components) and their validity; warns
   (host input) naming the runs that did not converge."""
-  maps, converged, valid = devices._to_one_device(fit_ica(  # pylint: disable=protected-access
+  maps, converged, valid = fit_ica(
       runs.xf, runs.sd, ica_key(key), n_components=k,
-      options=ica_options(options)))
+      options=ica_options(options))
   if concrete:
     conv = np.asarray(converged)
     if not conv.all():

@@ -157,14 +157,12 @@ def pairs(*args, opts: Options, chunk: int, rows: int):
 
   Args: as `pairs_program` (positional).
   """
-  src = args[0] if args[1] is None else args[1]
-  groups = devices._pair_groups(src.xf.shape[0])  # pylint: disable=protected-access
-  moved = devices._to_pair_devices(args, groups)  # pylint: disable=protected-access
-  return devices._to_one_device(pairs_program(  # pylint: disable=protected-access
-      *moved, opts=opts, chunk=chunk, rows=rows))
+  moved = devices._to_pair_devices(args)  # pylint: disable=protected-access
+  return pairs_program(*moved, opts=opts, chunk=chunk, rows=rows)
 
 
-@functools.partial(jax.jit, static_argnames=("opts", "chunk", "rows"))
+@functools.partial(parallel.jit,
+                   static_argnames=("opts", "chunk", "rows"))
 def pairs_program(tgt: Runs, src: Runs | None, ica_t, ica_s, pair_t,
                   pair_s, valid_t, valid_s, rel=None, *, opts: Options,
                   chunk: int, rows: int):
@@ -191,21 +189,19 @@ def pairs_program(tgt: Runs, src: Runs | None, ica_t, ica_s, pair_t,
   # a [n_fit, d] gather of both runs per pair (3x faster on CPU for R=16).
   cross = cross_covariances(tgt.xf, src.xf) / opts.n_fit
   n_pairs = pair_t.shape[0]
-  groups = devices._pair_groups(src.xf.shape[0])  # pylint: disable=protected-access
+  layout = devices._pair_layout(n_pairs)  # pylint: disable=protected-access
+  groups, per_group = layout.num_devices, layout.per_device
   if groups > 1:
     # Split the product over the devices that evaluate the pairs, along its
     # longer run axis (uneven splits are padded by the compiler). Left
     # unconstrained, every device computed the whole product (its inputs
     # are replicated for the pairs), which cost 2x its time on 2 cores.
-    mesh = devices._pairs_mesh(groups)  # pylint: disable=protected-access
-    spec = (P("pairs") if cross.shape[0] >= cross.shape[1]
-            else P(None, "pairs"))
+    spec = (P(parallel.RUNS) if cross.shape[0] >= cross.shape[1]
+            else P(None, parallel.RUNS))
     cross = lax.with_sharding_constraint(
-        cross, jax.sharding.NamedSharding(mesh, spec))
-  per_group = -(-n_pairs // groups)
-  pad = groups * per_group - n_pairs  # < groups extra copies of pair 0
-  pt = jnp.concatenate([pair_t, jnp.zeros((pad,), pair_t.dtype)])
-  ps = jnp.concatenate([pair_s, jnp.zeros((pad,), pair_s.dtype)])
+        cross, jax.sharding.NamedSharding(layout.mesh, spec))
+  # The layer's padding rule: copies of the last pair, dropped below.
+  pt, ps = layout.pad((pair_t, pair_s))
   cs = cross[pt, ps].reshape(groups, per_group, *cross.shape[2:])
   has_ica = ica_t is not None
   # The devices need the evaluation rows and the small per-run statistics,
@@ -260,7 +256,7 @@ def pairs_program(tgt: Runs, src: Runs | None, ica_t, ica_s, pair_t,
       lambda v: v.reshape(groups * per_group, *v.shape[2:])[:n_pairs], out)
 
 
-@functools.partial(jax.jit, static_argnames=("opts",))
+@functools.partial(parallel.jit, static_argnames=("opts",))
 def maps_one(tgt: Runs, src: Runs, ica_t, ica_s, rel, *, opts: Options):
   """Maps of one pair fitted on all of its (fit) rows."""
   c = mm(tgt.xf[0].T, src.xf[0]) / opts.n_fit

@@ -222,7 +222,7 @@ def _diameter_rows(key, n, diameter, diameter_rows):
   return jax.random.permutation(jax.random.split(key, 3)[1], n)[:rows]
 
 
-@functools.partial(jax.jit, static_argnames=(
+@functools.partial(parallel.jit, static_argnames=(
     "n_fit", "diameter", "diameter_rows", "ridge", "pca", "ordered"))
 def prepare(z, key, exponent, *, n_fit: int, diameter: str,
             diameter_rows: int, ridge: float | None = None, pca: bool = False,

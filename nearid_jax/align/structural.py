@@ -15,9 +15,9 @@ import jax
 import jax.numpy as jnp
 
 
+from nearid_jax import parallel
 from nearid_jax import validation
 from nearid_jax.align import checks
-from nearid_jax.align import devices
 from nearid_jax.align import maps as maps_lib
 from nearid_jax.align import pairs as pairs_lib
 from nearid_jax.align import stats
@@ -69,7 +69,7 @@ class Structural:
     return getattr(self, name)
 
 
-@devices._one_lapack_thread  # pylint: disable=protected-access
+@parallel.host_call
 def structural(zs, factors, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                fit_fraction: float = 0.5, diameter: str = "max",
                dims: str = "pad", ridge: float = 0.0,

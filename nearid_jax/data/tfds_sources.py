@@ -31,7 +31,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
 
 from nearid_jax.data import errors
 from nearid_jax.data import ground_truth
@@ -251,9 +250,21 @@ class TfdsSource:
             f"{len(self)} rows, factors={self.factor_names})")
 
 
+def _tfds():
+  """tensorflow_datasets, imported on first use: it is an optional extra."""
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "reading stored datasets needs tensorflow-datasets: "
+        "pip install 'nearid_jax[real-data]' (procedural and synthetic data "
+        "need nothing more)") from e
+  return tfds
+
+
 def _process_split(split: Any, shard_by_process: bool) -> Any:
   if shard_by_process and jax.process_count() > 1:
-    return tfds.even_splits(split, jax.process_count())[jax.process_index()]
+    return _tfds().even_splits(split, jax.process_count())[jax.process_index()]
   return split
 
 
@@ -281,6 +292,7 @@ def open_source(name: str, split: str = "train", data_dir: str | None = None,
       format without random access (with the commands that fix it).
   """
   spec = _spec_for(name, config)
+  tfds = _tfds()
   data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
   if spec.ours:
     from nearid_jax.data import builders  # pylint: disable=g-import-not-at-top,unused-import
@@ -510,7 +522,11 @@ def load_digits() -> ground_truth.ArrayDataset:
     >>> ds.observation_shape, ds.factor_sizes
     ((8, 8, 1), (10,))
   """
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  try:
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError("the digits dataset ships with scikit-learn: "
+                      "pip install 'nearid_jax[real-data]'") from e
   d = datasets.load_digits()
   images = np.round(d.images / 16.0 * 255.0).astype(np.uint8)[..., None]
   return ground_truth.ArrayDataset(images, d.target[:, None].astype(np.int32),

@@ -129,7 +129,8 @@ def _run_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
   return out
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_iters"))
+@functools.partial(parallel.jit,
+                   static_argnames=("num_classes", "num_iters"))
 def _runs_logistic(z_tr, z_te, y_tr, y_te, num_classes, l1, num_iters):
   return parallel.map_runs(
       lambda *a: _run_logistic(*a, num_classes, l1, num_iters),
@@ -140,7 +141,11 @@ _scores_from_importance = jax.jit(scores_from_importance)
 
 
 def _gbt_run(z_tr, z_te, y_tr, y_te, gbt_kwargs):
-  from sklearn import ensemble  # pylint: disable=g-import-not-at-top
+  try:
+    from sklearn import ensemble  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError('estimator="gbt" uses scikit-learn: '
+                      "pip install scikit-learn") from e
   k = y_tr.shape[1]
   imp = np.zeros((z_tr.shape[1], k))
   acc_tr, acc_te = [], []

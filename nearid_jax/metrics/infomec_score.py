@@ -99,8 +99,8 @@ def _infomec_run(z, noise, labels, num_classes, n_neighbors, max_iter):
           "num_active": num_active}
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "n_neighbors",
-                                             "max_iter"))
+@functools.partial(parallel.jit, static_argnames=(
+    "num_classes", "n_neighbors", "max_iter"))
 def _infomec_runs(z, key, labels, num_classes, n_neighbors, max_iter):
   noise = jax.random.normal(key, z.shape, z.dtype)
   return parallel.map_runs(

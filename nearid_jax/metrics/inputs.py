@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nearid_jax import parallel
 from nearid_jax import validation
 from nearid_jax.metrics import sorting
 
@@ -84,7 +85,9 @@ def as_runs(name: str, z) -> tuple[jax.Array, bool]:
   batched = np.ndim(z) == 3
   validation.check_finite(name, z, run_axis=0 if batched else None,
                           row_axis=1 if batched else 0)
-  z = jnp.asarray(z, jnp.float32)
+  # Arrays of an earlier stage stay on their devices; ones the caller
+  # committed elsewhere join the devices the metrics run on.
+  z = parallel.on_devices(jnp.asarray(z, jnp.float32))
   if not batched:
     z = z[None]
   if z.shape[1] < 2:

@@ -203,7 +203,8 @@ def _beta_vae_run(x_tr, y_tr, x_ev, y_ev, num_factors, max_iter):
   return {"train_accuracy": acc(x_tr, y_tr), "eval_accuracy": acc(x_ev, y_ev)}
 
 
-@functools.partial(jax.jit, static_argnames=("num_factors", "max_iter"))
+@functools.partial(parallel.jit,
+                   static_argnames=("num_factors", "max_iter"))
 def beta_vae_accuracy(x_tr, y_tr, x_ev, y_ev, num_factors, max_iter=100):
   """The BetaVAE classifier step on given features (batched over runs).
 

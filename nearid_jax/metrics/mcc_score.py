@@ -45,7 +45,7 @@ def _run(z, v, spearman):
   return {"mcc": jnp.mean(jnp.abs(corr[rows, cols]))}
 
 
-@functools.partial(jax.jit, static_argnames=("spearman",))
+@functools.partial(parallel.jit, static_argnames=("spearman",))
 def _runs(z, v, spearman):
   if spearman:
     v = jax.vmap(rank_columns)(v)

@@ -36,7 +36,8 @@ def _mig_run(z, labels, num_classes, num_bins):
   return {"mig": jnp.mean((top[0] - top[1]) / h)}
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_bins"))
+@functools.partial(parallel.jit,
+                   static_argnames=("num_classes", "num_bins"))
 def _mig_runs(z, labels, num_classes, num_bins):
   return parallel.map_runs(
       lambda a, b: _mig_run(a, b, num_classes, num_bins), z, labels)

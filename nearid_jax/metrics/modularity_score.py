@@ -61,8 +61,8 @@ def _run(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
           "explicitness_test": jnp.mean(auc_te)}
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes", "num_bins",
-                                             "max_iter"))
+@functools.partial(parallel.jit, static_argnames=(
+    "num_classes", "num_bins", "max_iter"))
 def _runs(z_mi, y_mi, z_tr, z_te, y_tr, y_te, num_classes, num_bins,
           max_iter):
   return parallel.map_runs(

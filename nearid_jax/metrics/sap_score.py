@@ -58,7 +58,7 @@ def _run_continuous(z_tr, v_tr):
   return {"sap": _gap(score)}
 
 
-@functools.partial(jax.jit, static_argnames=("num_classes",))
+@functools.partial(parallel.jit, static_argnames=("num_classes",))
 def _runs_discrete(z_tr, z_te, y_tr, y_te, num_classes):
   return parallel.map_runs(
       lambda *a: _run_discrete(*a, num_classes), z_tr, z_te, y_tr, y_te)

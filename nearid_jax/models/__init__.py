@@ -9,7 +9,8 @@ grid-able fields such as `negative_slope`.
 
 Image models (`spec["obs_shape"]` = (H, W, C)): "conv_ae" and "conv_vae"
 (conv_ae.py, the InfoMEC-family autoencoder and its Gaussian-posterior
-variant for β-VAE / β-TCVAE), "conv_encoder" (its encoder alone, for
+variant for β-VAE / β-TCVAE), "conv_qlae" (quantize.py, the same
+encoder/decoder with a latent quantizer: QLAE), "conv_encoder" (its encoder alone, for
 InfoNCE), "vit_mae" (vit.py), "cnn_classifier" and "resnet_classifier"
 (resnet.py). Models that take a `train` flag (batch statistics) say so with
 the class attribute `takes_train = True`.
@@ -20,20 +21,23 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import ml_collections
+import numpy as np
 
 from nearid_jax.models import conv_ae
 from nearid_jax.models import mlp
+from nearid_jax.models import quantize
 from nearid_jax.models import resnet
 from nearid_jax.models import vit
 
-MODELS = ("mlp_ae", "mlp_classifier", "conv_ae", "conv_vae", "conv_encoder",
-          "vit_mae", "cnn_classifier", "resnet_classifier")
+MODELS = ("mlp_ae", "mlp_classifier", "conv_ae", "conv_vae", "conv_qlae",
+          "conv_encoder", "vit_mae", "cnn_classifier", "resnet_classifier")
 # The objectives each model can serve (objectives.OBJECTIVES names).
 MODEL_OBJECTIVES = {
     "mlp_ae": ("autoencoder", "masked_autoencoder", "bioae"),
     "mlp_classifier": ("classifier",),
     "conv_ae": ("autoencoder", "bioae"),
     "conv_vae": ("beta_vae", "beta_tcvae"),
+    "conv_qlae": ("qlae",),
     "conv_encoder": ("infonce",),
     "vit_mae": ("masked_autoencoder",),
     "cnn_classifier": ("classifier",),
@@ -81,8 +85,10 @@ def build_model(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
   hparams = dict(hparams or {})
   slope = hparams.get("negative_slope", config.get("negative_slope", 0.2))
   if config.name == "mlp_ae":
-    (out_dim,) = spec["obs_shape"]
+    obs = tuple(spec["obs_shape"])
+    out_dim = int(np.prod(obs))
     return mlp.MLPAutoencoder(
+        obs_shape=obs if len(obs) > 1 else None,
         encoder_widths=tuple(config.encoder_widths),
         latent_dim=config.latent_dim,
         decoder_widths=tuple(config.decoder_widths), out_dim=out_dim,
@@ -93,10 +99,10 @@ def build_model(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
         encoder_widths=tuple(config.encoder_widths),
         latent_dim=config.latent_dim, num_classes=spec["num_classes"],
         activation=config.activation, negative_slope=slope)
-  if config.name in ("conv_ae", "conv_vae"):
+  if config.name in ("conv_ae", "conv_vae", "conv_qlae"):
     shape = _image_shape(config, spec)
     conv_ae.check_geometry(shape, config)
-    return conv_ae.ConvAutoencoder(
+    kwargs = dict(
         obs_shape=shape, latent_dim=config.latent_dim,
         encoder_widths=tuple(config.encoder_widths),
         encoder_kernels=tuple(config.encoder_kernels),
@@ -105,8 +111,12 @@ def build_model(config: ml_collections.ConfigDict, spec: Mapping[str, Any],
         decoder_widths=tuple(config.decoder_widths),
         decoder_kernels=tuple(config.decoder_kernels),
         decoder_strides=tuple(config.decoder_strides),
-        decoder_dense=tuple(config.decoder_dense), negative_slope=slope,
-        variational=config.name == "conv_vae")
+        decoder_dense=tuple(config.decoder_dense), negative_slope=slope)
+    if config.name == "conv_qlae":
+      return quantize.QuantizedConvAutoencoder(
+          num_values=config.get("num_values", quantize.NUM_VALUES), **kwargs)
+    return conv_ae.ConvAutoencoder(variational=config.name == "conv_vae",
+                                   **kwargs)
   if config.name == "conv_encoder":
     shape = _image_shape(config, spec)
     conv_ae.check_geometry(shape, config)

@@ -43,6 +43,9 @@ class MLPAutoencoder(nn.Module):
     negative_slope: LeakyReLU slope; may be a traced scalar (grids).
     mask_input: if True the input is [x ⊙ (1 - m), m] for a mask m (masked
       autoencoders); with no mask given, m = 0 (the full input is seen).
+    obs_shape: for image-shaped inputs (e.g. (8, 8, 1) digits): the
+      trailing axes of x that are flattened on input and restored on the
+      output (out_dim must be their product); None for vectors.
   """
   encoder_widths: Sequence[int]
   latent_dim: int
@@ -51,6 +54,17 @@ class MLPAutoencoder(nn.Module):
   activation: str = "leaky_relu"
   negative_slope: Any = 0.2
   mask_input: bool = False
+  obs_shape: Sequence[int] | None = None
+
+  def _flat(self, x):
+    if self.obs_shape is None or x is None:
+      return x
+    return x.reshape(x.shape[:x.ndim - len(self.obs_shape)] + (-1,))
+
+  def _unflat(self, y):
+    if self.obs_shape is None:
+      return y
+    return y.reshape(y.shape[:-1] + tuple(self.obs_shape))
 
   def setup(self):
     # List attributes are named enc_0, enc_1, ... by Linen: the parameter
@@ -67,6 +81,7 @@ class MLPAutoencoder(nn.Module):
       (reconstruction [..., out_dim], {layer name: activations}).
     """
     act = activation_fn(self.activation, self.negative_slope)
+    x, mask = self._flat(x), self._flat(mask)
     if self.mask_input:
       m = jnp.zeros_like(x) if mask is None else mask.astype(x.dtype)
       h = jnp.concatenate([x * (1.0 - m), m], axis=-1)
@@ -78,7 +93,7 @@ class MLPAutoencoder(nn.Module):
     h = reps["latent"] = self.latent(h)
     for i, layer in enumerate(self.dec):
       h = reps[f"dec_{i}"] = act(layer(h))
-    out = reps["output"] = self.output(h)
+    out = reps["output"] = self._unflat(self.output(h))
     return out, reps
 
   def decode(self, z: jax.Array) -> jax.Array:
@@ -87,7 +102,7 @@ class MLPAutoencoder(nn.Module):
     h = z
     for layer in self.dec:
       h = act(layer(h))
-    return self.output(h)
+    return self._unflat(self.output(h))
 
   def layer_names(self) -> tuple[str, ...]:
     return (tuple(f"enc_{i}" for i in range(len(self.encoder_widths)))

@@ -430,7 +430,7 @@ def pca_controls(z: np.ndarray, k: int, key) -> tuple[np.ndarray, np.ndarray]:
   """PCA to k whitened components, and the same randomly rotated.
 
   The controls beside ICA with k < d components: what whitening alone, and
-  whitening plus an arbitrary rotation, give (PAPER.md's "PCA" and
+  whitening plus an arbitrary rotation, give (docs/paper.md's "PCA" and
   "PCA+Rand").
 
   Args:

@@ -1,4 +1,4 @@
-"""Decoder bi-Lipschitz estimates of trained runs (PAPER.md Theorem 1).
+"""Decoder bi-Lipschitz estimates of trained runs (docs/paper.md Theorem 1).
 
 `bi_lipschitz(train_dir, z, valid, ...)` restores the runs of a training
 workdir and differentiates each decoder at the run's own latent codes with
@@ -90,7 +90,7 @@ def bi_lipschitz(train_dir: str, z: np.ndarray, valid: np.ndarray, *,
       output=("decoder mean (sigmoid of the logits)" if logits
               else "decoder output"),
       note="1 + L = max(max σ_max, 1/min σ_min) of the decoder Jacobian "
-           "over the evaluation points (the run's latent codes), PAPER.md "
+           "over the evaluation points (the run's latent codes), docs/paper.md "
            "Theorem 1; it depends on the latents' scale. σ_max/σ_min (the "
            "largest over the points of the Jacobian's condition number) "
            "does not.")

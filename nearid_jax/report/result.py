@@ -131,7 +131,7 @@ class Metrics:
 
 @dataclasses.dataclass
 class BiLipschitz:
-  """Decoder bi-Lipschitz estimates per run (PAPER.md Theorem 1).
+  """Decoder bi-Lipschitz estimates per run (docs/paper.md Theorem 1).
 
   Attributes:
     one_plus_l: [R] 1 + L = max(max σ_max, 1 / min σ_min) of the decoder

@@ -1,6 +1,6 @@
 """The verdict: what a group's tables say at the threshold τ, in words.
 
-Definition 1 (PAPER.md) quantifies over every pair of runs: the runs are
+Definition 1 (docs/paper.md) quantifies over every pair of runs: the runs are
 statistically near-identifiable up to H at τ when *every* ordered pair has
 ε ≤ τ. The paper's tables give the mean ℓ2 error / diameter, so the main
 verdict takes the worst ordered pair of that measure; Definition 1 proper

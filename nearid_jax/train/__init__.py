@@ -2,7 +2,9 @@
 
 A *run* is one (seed, hyper-parameter grid point) pair. Runs are stacked on a
 leading axis with `jax.vmap`; the step loop is a `jax.lax.scan`; with several
-devices the run axis is sharded over a one-axis mesh ("seed"). The pieces:
+devices the run axis is padded and sharded by the execution layer
+(`nearid_jax.parallel`, see `train.devices`), as every other stage is. The
+pieces:
 
   * `make_train(config)` returns the pure `train(key) -> (state, metrics)`
     (purejaxrl style: `jax.jit(make_train(config))(key)` trains everything);

@@ -20,6 +20,7 @@ import numpy as np
 from nearid_jax import data as data_lib
 from nearid_jax import models
 from nearid_jax import objectives
+from nearid_jax import parallel
 
 # Fields that may vary over runs inside one program (they enter the
 # computation as traced values): `config.grid.<name>` -> the field it sets.
@@ -167,7 +168,7 @@ def make_run_table(config: ml_collections.ConfigDict,
                  for combo in itertools.product(*values)]
   n_seeds = config.num_seeds
   n = len(grid_points) * n_seeds
-  n_pad = math.ceil(n / num_devices) * num_devices
+  n_pad = parallel.RunLayout(n, num_devices).padded  # the one padding rule
   seeds = config.seed_offset + np.arange(n) % n_seeds
   grid_index = np.arange(n) // n_seeds
   pad = np.concatenate([np.arange(n), np.full(n_pad - n, n - 1)])

@@ -1,9 +1,12 @@
-"""Where the trainer's runs live: its mesh, sharding and host transfers.
+"""Where the trainer's runs live: its layout on the execution layer.
 
-All of the trainer's device code sits here so that it can move to the
-library's execution layer (`nearid_jax.parallel`) in one piece. The run
-axis is sharded over a one-axis mesh ("seed"); each device steps its own
+The trainer asks `nearid_jax.parallel` like every other stage: the run axis
+(seeds x grid points) is padded to a multiple of the device count with
+copies of the last run (`parallel.RunLayout`; `RunTable.num_padded`) and
+sharded over the layer's one-axis mesh ("runs"); each device steps its own
 runs (no collectives), vmapping up to `runs_per_group` of them together.
+The state stays padded between chunks; the driver drops the padding when it
+copies results to the host.
 """
 from __future__ import annotations
 
@@ -11,69 +14,62 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+
+from nearid_jax import parallel
 
 
 class RunPlacement:
-  """The mesh of one trainer and how its stacked runs map onto it.
+  """The devices of one trainer and how its stacked runs map onto them.
 
   Args:
-    num_devices: devices to use; 0 for all of them.
+    num_devices: devices to use; 0 for the execution layer's
+      (`parallel.device_count()`, all local devices by default).
     runs_per_group: runs vmapped together on a device (0: auto, see
       `group_size`).
 
   Attributes:
-    mesh: the device mesh with one axis "seed".
-    sharding: `NamedSharding(mesh, P("seed"))`, the run axis sharded.
+    mesh: the layer's device mesh (one axis, `parallel.RUNS`).
+    sharding: the run axis split over it.
   """
 
   def __init__(self, num_devices: int = 0, runs_per_group: int = 0):
-    n_dev = num_devices or jax.device_count()
-    self.mesh = jax.make_mesh((n_dev,), ("seed",),
-                              axis_types=(jax.sharding.AxisType.Auto,),
-                              devices=jax.devices()[:n_dev])
-    self.sharding = NamedSharding(self.mesh, P("seed"))
+    n_dev = num_devices or parallel.device_count()
+    # The run count comes later (`make_run_table` pads with the same rule);
+    # the layout of any multiple of n_dev runs has these devices and mesh.
+    self.layout = parallel.run_layout(n_dev, n_dev)
+    self.mesh = self.layout.mesh
+    self.sharding = self.layout.sharding
     self._runs_per_group = runs_per_group
 
   @property
   def num_devices(self) -> int:
-    return self.mesh.size
+    return self.layout.num_devices
 
   def constrain(self, tree: Any) -> Any:
     """Pins the leading (run) axis of every leaf to the mesh (inside jit)."""
-    if self.mesh.size == 1:
-      return tree
-    return jax.lax.with_sharding_constraint(tree, self.sharding)
+    return self.layout.constrain(tree)
 
   def group_size(self, local_runs: int) -> int:
     """How many of a device's runs are vmapped together.
 
-    The configured `runs_per_group`, or when 0: 4 on CPU (where a group's
-    weights and activations stay in cache), all of them on GPU/TPU.
+    The configured `runs_per_group`, or when 0 the policy's
+    `train_runs_per_group` (4 on CPU, where a group's weights and
+    activations stay in cache; all of them on GPU/TPU).
     """
-    group = self._runs_per_group
-    if not group:
-      group = 4 if jax.default_backend() == "cpu" else local_runs
+    group = (self._runs_per_group
+             or parallel.policy().train_runs_per_group or local_runs)
     return min(group, local_runs)
 
   def map_runs(self, one: Callable, *args: Any) -> Any:
     """Applies `one` (a function of one run's leaves) to every stacked run.
 
-    Each device maps its own runs: groups of `group_size` runs are vmapped,
-    the groups run one after another (`jax.lax.map`).
+    The args are already padded, so each device maps its own runs: groups
+    of `group_size` runs are vmapped, the groups run one after another.
     """
-    def local(*a):  # the runs of one device
-      n = jax.tree.leaves(a)[0].shape[0]
-      group = self.group_size(n)
-      if group == n:
-        return jax.vmap(one)(*a)
-      return jax.lax.map(lambda b: one(*b), a, batch_size=group)
-
-    if self.mesh.size == 1:
-      return local(*args)
-    # Runs are independent (no collectives), so each device steps its own.
-    return jax.shard_map(local, mesh=self.mesh, in_specs=P("seed"),
-                         out_specs=P("seed"), check_vma=False)(*args)
+    n = jax.tree.leaves(args)[0].shape[0]
+    group = self.group_size(n // self.num_devices)
+    return parallel.map_runs(one, *args, runs_per_group=group,
+                             num_devices=self.num_devices)
 
 
 def to_host(x) -> np.ndarray:

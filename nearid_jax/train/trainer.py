@@ -100,7 +100,7 @@ class Trainer:
     config: the (validated, frozen) config.
     runs: the `RunTable`.
     placement: the `devices.RunPlacement` (mesh, sharding, grouping).
-    mesh, sharding: the placement's mesh (one axis "seed") and run sharding.
+    mesh, sharding: the placement's mesh (`parallel.mesh`) and run sharding.
     data, spec: the data source and its spec (shapes, factor names).
     eval_batch: the fixed held-out evaluation set {"x", "u", "label"}.
     init_jit, chunk_jit, evaluate_jit: jitted `init`, `chunk`, `evaluate`

@@ -1,0 +1,298 @@
+"""Independent runs on the local devices: the mesh, the padding, map_runs.
+
+One rule for every stage (training, FastICA, alignment, metrics): the run
+axis of R runs is spread over all D devices of the policy (`devices()`),
+padded to a multiple of D with copies of the last run, ceil(R / D) runs per
+device. Any R works (prime R too) and every device works; the padding
+lanes compute throwaway copies and are dropped from results. Because every
+stage uses the same devices, a result of one stage is an input of the next
+as it is: no copy through the host, no re-placement.
+
+A result without padding keeps the run sharding; a padded result, cut back
+to R runs, is replicated over the D devices (arrays are split evenly or
+not at all). Code that chains stages on large arrays keeps the padded
+arrays (`RunLayout.place` / `pad`) and cuts once at the end (`unpad`), as
+FastICA and the trainer do.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from nearid_jax.parallel import backend as policy_lib
+
+RUNS = "runs"  # the mesh axis of the run axis
+
+
+def devices() -> list[jax.Device]:
+  """The devices work is spread over: the policy's first `devices` local
+  devices (all when 0).
+
+  Raises:
+    ValueError: the policy asks for more devices than there are.
+  """
+  local = jax.local_devices()
+  want = policy_lib.policy().devices
+  if want > len(local):
+    raise ValueError(f"Policy.devices = {want}, but this process has "
+                     f"{len(local)} local device(s).")
+  return local[:want or len(local)]
+
+
+def device_count() -> int:
+  """`len(devices())`."""
+  return len(devices())
+
+
+def mesh(num_devices: int | None = None, axis: str = RUNS
+         ) -> jax.sharding.Mesh:
+  """The 1-D mesh named `axis` over the first `num_devices` local devices.
+
+  The only place the library builds a mesh. Cached: one mesh object per
+  (devices, axis).
+
+  Args:
+    num_devices: None for `device_count()`.
+    axis: the axis name ("runs" for runs, "rows" for one run's rows).
+  """
+  n = device_count() if num_devices is None else num_devices
+  return _mesh(n, axis)
+
+
+@functools.cache
+def _mesh(n: int, axis: str) -> jax.sharding.Mesh:
+  # Auto axes: the results are ordinary arrays to the code around them (an
+  # Explicit axis would follow them into the caller's indexing).
+  return jax.make_mesh((n,), (axis,), axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=jax.local_devices()[:n])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunLayout:
+  """Where R runs live: D devices, R padded to a multiple of D.
+
+  Attributes:
+    num_runs: R, the real runs.
+    num_devices: D.
+  """
+  num_runs: int
+  num_devices: int
+
+  @property
+  def per_device(self) -> int:
+    """Runs per device, ceil(R / D)."""
+    return -(-self.num_runs // self.num_devices)
+
+  @property
+  def padded(self) -> int:
+    """R rounded up to a multiple of D."""
+    return self.per_device * self.num_devices
+
+  @property
+  def padding(self) -> int:
+    """Copies of the last run appended (< D)."""
+    return self.padded - self.num_runs
+
+  @property
+  def mesh(self) -> jax.sharding.Mesh:
+    return mesh(self.num_devices)
+
+  @property
+  def sharding(self) -> NamedSharding:
+    """[R_padded, ...] arrays split over the devices along the run axis."""
+    return NamedSharding(self.mesh, P(RUNS))
+
+  @property
+  def replicated(self) -> NamedSharding:
+    """Arrays shared by every run: a copy on each device."""
+    return NamedSharding(self.mesh, P())
+
+  def pad(self, tree):
+    """Leaves [R, ...] -> [R_padded, ...] (copies of the last run); leaves
+    already [R_padded, ...] are kept. Works inside and outside jit."""
+    def one(a):
+      if a.shape[0] == self.padded:
+        return a
+      _check_runs(a, self.num_runs)
+      tail = jnp.repeat(a[-1:], self.padding, axis=0)
+      return jnp.concatenate([a, tail], axis=0)
+    return jax.tree.map(one, tree) if self.padding else tree
+
+  def unpad(self, tree):
+    """Leaves [R_padded, ...] -> [R, ...]; other leaves are kept."""
+    if not self.padding:
+      return tree
+    return jax.tree.map(
+        lambda a: a[:self.num_runs] if a.shape[:1] == (self.padded,) else a,
+        tree)
+
+  def place(self, tree):
+    """Leaves [R, ...] padded and put on their devices, outside jit.
+
+    Host arrays go straight to the devices that use them (each device
+    receives its runs in one copy, in parallel) instead of all landing on
+    one device and being moved again inside the program; device arrays are
+    padded and moved on the devices. Tracers are padded only.
+    """
+    def one(a):
+      if isinstance(a, jax.core.Tracer):
+        return self.pad(a)
+      if not isinstance(a, jax.Array):
+        a = np.asarray(a)
+        if a.shape[0] != self.padded:
+          _check_runs(a, self.num_runs)
+          a = np.concatenate([a, np.repeat(a[-1:], self.padding, axis=0)])
+      else:
+        a = self.pad(a)
+      return jax.device_put(a, self.sharding)
+    return jax.tree.map(one, tree)
+
+  def constrain(self, tree):
+    """Inside jit: leaves [R_padded, ...] laid out along the run axis."""
+    if self.num_devices == 1:
+      return tree
+    return lax.with_sharding_constraint(tree, self.sharding)
+
+
+def on_devices(tree):
+  """Concrete arrays committed to devices the layer does not use, copied
+  (device to device, replicated) onto `devices()`; all else as it is.
+
+  Results of the layer's programs are already there; this admits arrays
+  the caller put elsewhere (e.g. on one device), which a program spread
+  over the layer's devices would refuse. Tracers and uncommitted arrays
+  pass unchanged.
+  """
+  target = set(devices())
+
+  def move(a):
+    if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
+        and a.committed and a.sharding.device_set != target):
+      return jax.device_put(a, NamedSharding(mesh(len(target)), P()))
+    return a
+  return jax.tree.map(move, tree)
+
+
+def _check_runs(a, num_runs):
+  if a.shape[0] != num_runs:
+    raise ValueError(f"expected a leading run axis of {num_runs}, got shape "
+                     f"{tuple(a.shape)}.")
+
+
+def run_layout(num_runs: int, num_devices: int | None = None) -> RunLayout:
+  """The layout of `num_runs` runs on the policy's devices.
+
+  Args:
+    num_runs: R >= 1.
+    num_devices: D (None: `device_count()`); at most the local devices.
+
+  Examples:
+    >>> from nearid_jax import parallel
+    >>> lay = parallel.run_layout(7, num_devices=1)
+    >>> lay.per_device, lay.padded, lay.padding
+    (7, 7, 0)
+    >>> lay = parallel.RunLayout(7, num_devices=2)  # on 2 devices
+    >>> lay.per_device, lay.padded, lay.padding
+    (4, 8, 1)
+  """
+  if int(num_runs) < 1:
+    raise ValueError(f"need at least one run, got {num_runs}.")
+  if num_devices is None:
+    num_devices = device_count()
+  if not 1 <= num_devices <= jax.local_device_count():
+    raise ValueError(f"num_devices must be in [1, {jax.local_device_count()}]"
+                     f" (the local devices), got {num_devices}.")
+  return RunLayout(int(num_runs), int(num_devices))
+
+
+def map_local(fn: Callable, args: Sequence[Any], runs_per_group: int):
+  """fn over the leading run axis of args, on one device.
+
+  `runs_per_group` runs are vmapped together and the groups run one after
+  another (`lax.map`); 0, or more than 1 and >= the runs: one vmap of all;
+  1: always a loop (a lone run is not vmapped, so its numbers are those of
+  the same run among others).
+  """
+  n = jax.tree.leaves(args)[0].shape[0]
+  if runs_per_group == 1:
+    return lax.map(lambda a: fn(*a), tuple(args))
+  if not runs_per_group or runs_per_group >= n:
+    return jax.vmap(lambda a: fn(*a))(tuple(args))
+  return lax.map(lambda a: fn(*a), tuple(args), batch_size=runs_per_group)
+
+
+def map_runs(fn: Callable, *args, in_axes: int | None | Sequence[int | None]
+             = 0, runs_per_group: int | None = None,
+             num_devices: int | None = None):
+  """fn applied to each run (leading axis of the args), spread over devices.
+
+  The runs are padded and split over the devices as the module doc says
+  (`run_layout`), each device maps its own runs (`map_local`, no
+  collectives), and the padding is dropped from the result. Use inside jit
+  (library entry points use `parallel.jit`); eager calls work too.
+
+  Args:
+    fn: per-run function of arrays without the run axis; returns a pytree
+      of arrays.
+    *args: pytrees of arrays; those with in_axes 0 have a leading run axis
+      R, those with None are passed whole to every run.
+    in_axes: 0 or None, for all args or one per arg.
+    runs_per_group: runs of one device vmapped together (None: the
+      policy's `runs_per_group`; 0: all).
+    num_devices: devices to use (None: the policy's).
+
+  Returns:
+    The pytree with a leading run axis R.
+
+  Raises:
+    ValueError: bad in_axes, no arg with a run axis, or args whose run
+      axes differ.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> from nearid_jax import parallel
+    >>> x = jnp.arange(14.0).reshape(7, 2)  # 7 runs, on every device
+    >>> jax.jit(lambda x: parallel.map_runs(jnp.sum, x))(x).tolist()
+    [1.0, 5.0, 9.0, 13.0, 17.0, 21.0, 25.0]
+  """
+  axes = ((in_axes,) * len(args) if in_axes is None or isinstance(in_axes, int)
+          else tuple(in_axes))
+  if len(axes) != len(args) or not set(axes) <= {0, None}:
+    raise ValueError(f"in_axes must be 0/None or one per arg, got {in_axes}.")
+  mapped = [i for i, ax in enumerate(axes) if ax == 0]
+  if not mapped:
+    raise ValueError("map_runs needs at least one arg with a run axis.")
+  sizes = {a.shape[0] for i in mapped for a in jax.tree.leaves(args[i])}
+  if len(sizes) != 1:
+    raise ValueError(f"args mapped over runs have different run counts "
+                     f"{sorted(sizes)}.")
+  if runs_per_group is None:
+    runs_per_group = policy_lib.policy().runs_per_group
+
+  def local(*a):
+    def one(*per_run):
+      full = list(a)
+      for i, v in zip(mapped, per_run):
+        full[i] = v
+      return fn(*full)
+    return map_local(one, [a[i] for i in mapped], runs_per_group)
+
+  layout = run_layout(sizes.pop(), num_devices)
+  if layout.num_devices == 1:
+    return local(*args)
+  args = [layout.pad(a) if ax == 0 else a for a, ax in zip(args, axes)]
+  specs = tuple(P(RUNS) if ax == 0 else P() for ax in axes)
+  args = [lax.with_sharding_constraint(a, NamedSharding(layout.mesh, s))
+          for a, s in zip(args, specs)]
+  # Runs are independent (no collectives), so varying-axis checks add
+  # nothing; they would only force casts on every loop carry.
+  out = jax.shard_map(local, mesh=layout.mesh, in_specs=specs,
+                      out_specs=P(RUNS), check_vma=False)(*args)
+  return layout.unpad(out)
