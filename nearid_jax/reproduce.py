@@ -13,7 +13,6 @@ module and a config under `experiments/configs/paper/`.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import ml_collections
