@@ -81,9 +81,10 @@ def _run(module: str, config_dirs: Sequence[str] = (CONFIG_DIR,)) -> None:
       raise
     raise SystemExit(f"error: this version of nearid_jax has no {module} "
                      "(the binary behind this command); install a newer one.")
-  from absl import app  # pylint: disable=g-import-not-at-top
+  from nearid_jax import cli  # pylint: disable=g-import-not-at-top
   sys.argv = _resolve_argv(sys.argv, config_dirs)
-  app.run(binary.main)
+  # The same entry as `python -m <module>`: user errors end in one line.
+  cli.run_main(binary.main)
 
 
 def train() -> None:

@@ -42,9 +42,9 @@ def main(argv):
   with workdir.lock(_WORKDIR.value):
     result = report.run(_CONFIG.value, _WORKDIR.value,
                         overwrite=_OVERWRITE.value)
-  print(result["verdict"]["text"])
+  print(result.text)
   print(f"Report: {os.path.join(_WORKDIR.value, 'report.md')} "
-        f"({result['timing_s']['total']:.0f} s)")
+        f"({result.timing_s['total']:.0f} s)")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,13 @@ Writes results.json, results.md and plots to --workdir; each config's
 docstring gives the command, hardware, runtime and expected result.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from nearid_jax import cli
 from nearid_jax import compile_cache
 from nearid_jax import reproduce
 
@@ -30,12 +30,10 @@ def main(argv):
   compile_cache.enable()
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
-  try:
-    reproduce.run(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError) as e:  # the message says why
-    sys.exit(f"error: {e}")
+  # User errors (config, files, a workdir in use) end in one line: cli.run_main.
+  reproduce.run(_CONFIG.value, _WORKDIR.value)
   print(f"Results: {os.path.join(_WORKDIR.value, 'results.md')}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run_main(main)

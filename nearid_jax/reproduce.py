@@ -13,10 +13,11 @@ module and a config under `experiments/configs/paper/`.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any
 
 import ml_collections
+
+from nearid_jax import workdir as workdir_lib
 
 # name -> module with `run(config, workdir) -> dict` (imported lazily, so
 # one experiment's dependencies never load for another).
@@ -47,5 +48,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if name not in EXPERIMENTS:
     raise ValueError(f"config.experiment = {name!r} is not one of "
                      f"{sorted(EXPERIMENTS)}.")
-  os.makedirs(workdir, exist_ok=True)
-  return importlib.import_module(EXPERIMENTS[name]).run(config, workdir)
+  # One writer per workdir: a second job on it is refused with its pid.
+  with workdir_lib.lock(workdir):
+    return importlib.import_module(EXPERIMENTS[name]).run(config, workdir)
