@@ -47,7 +47,10 @@ def enable(path: str | os.PathLike | None = None) -> str | None:
 
   Returns:
     The directory in use, or None when `NEARID_JAX_COMPILATION_CACHE` is
-    0/false/off (then nothing is changed).
+    0/false/off, or when the backend is a CPU split into several devices
+    (`--xla_force_host_platform_device_count`, as the tests and benchmarks
+    do), whose executables did not survive serialization; then nothing is
+    changed.
 
   Raises:
     ValueError: the directory cannot be created or written.
@@ -74,6 +77,12 @@ def enable(path: str | os.PathLike | None = None) -> str | None:
   if not os.access(path, os.W_OK):
     raise ValueError(f"compilation cache directory {path!r} is not "
                      f"writable. Pass another path or set {DISABLE_ENV}=0.")
+  if jax.default_backend() == "cpu" and jax.local_device_count() > 1:
+    # Programs over several forced host devices
+    # (--xla_force_host_platform_device_count): serializing one for the
+    # cache aborted the process (jax 0.10 XLA:CPU, seen in the test suite),
+    # and a process that read such entries back hung. No cache there.
+    return None
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   return path

@@ -16,9 +16,11 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
 assert len(jax.devices()) == 8, "conftest must set XLA_FLAGS before jax is imported"
 
-# Compiled programs persist across test processes (and reruns) in the repo's
-# ignored .cache/; the variable reaches the binaries and notebooks that tests
-# start too. NEARID_JAX_COMPILATION_CACHE=0 turns this off.
+# The persistent compilation cache (the repo's ignored .cache/, passed on to
+# the binaries and notebooks that tests start) stays off under the 8 forced
+# host devices: `compile_cache.enable` refuses multi-device CPU backends,
+# whose executables aborted the process when serialized. The call is kept so
+# a run with one device (XLA_FLAGS set by hand) still gets the cache.
 from nearid_jax import compile_cache  # noqa: E402  pylint: disable=g-import-not-at-top
 
 os.environ.setdefault(compile_cache.PATH_ENV, os.path.join(
