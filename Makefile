@@ -51,9 +51,12 @@ demo: $(VENV)/.installed
 	$(BIN)/python -m experiments.identifiability --config=experiments/configs/identifiability.py --workdir=$(DEMO_DIR)
 
 # pytest exits 5 when it collects no tests (a PYTEST_ARGS that selects
-# nothing): that is a failure too, said in words.
+# nothing): that is a failure too, said in words. TEST_WORKERS pytest-xdist
+# processes share the tests file by file (the suite is compile-bound: one
+# compiling process per core); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	@$(BIN)/python -m pytest $(PYTEST_ARGS) || { rc=$$?; \
+	@$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS) || { rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (PYTEST_ARGS=$(PYTEST_ARGS))" >&2; fi; exit $$rc; }
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-other-pythons; fi
 
