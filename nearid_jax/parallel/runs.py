@@ -33,17 +33,30 @@ RUNS = "runs"  # the mesh axis of the run axis
 
 def devices() -> list[jax.Device]:
   """The devices work is spread over: the policy's first `devices` local
-  devices (all when 0).
+  devices (all when 0); in a job of several processes
+  (`nearid_jax.distributed`), all devices of all processes.
 
   Raises:
-    ValueError: the policy asks for more devices than there are.
+    ValueError: the policy asks for more devices than there are, or, with
+      several processes, for fewer than all (a mesh without some process's
+      devices would leave that process out of every program).
   """
-  local = jax.local_devices()
+  pool = _pool()
   want = policy_lib.policy().devices
-  if want > len(local):
+  if want > len(pool):
     raise ValueError(f"Policy.devices = {want}, but this process has "
-                     f"{len(local)} local device(s).")
-  return local[:want or len(local)]
+                     f"{len(pool)} local device(s).")
+  if want and want != len(pool) and jax.process_count() > 1:
+    raise ValueError(f"Policy.devices = {want}: a job of "
+                     f"{jax.process_count()} processes uses all {len(pool)} "
+                     "devices (use 0).")
+  return pool[:want or len(pool)]
+
+
+def _pool() -> list[jax.Device]:
+  """The devices a mesh may take: the local ones, or with several
+  processes the global ones (`jax.devices()`, each process's in order)."""
+  return jax.devices() if jax.process_count() > 1 else jax.local_devices()
 
 
 def device_count() -> int:
@@ -71,7 +84,7 @@ def _mesh(n: int, axis: str) -> jax.sharding.Mesh:
   # Auto axes: the results are ordinary arrays to the code around them (an
   # Explicit axis would follow them into the caller's indexing).
   return jax.make_mesh((n,), (axis,), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=jax.local_devices()[:n])
+                       devices=_pool()[:n])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +204,8 @@ def run_layout(num_runs: int, num_devices: int | None = None) -> RunLayout:
 
   Args:
     num_runs: R >= 1.
-    num_devices: D (None: `device_count()`); at most the local devices.
+    num_devices: D (None: `device_count()`); at most the local devices
+      (with several processes: all the global devices).
 
   Examples:
     >>> from nearid_jax import parallel
@@ -206,9 +220,14 @@ def run_layout(num_runs: int, num_devices: int | None = None) -> RunLayout:
     raise ValueError(f"need at least one run, got {num_runs}.")
   if num_devices is None:
     num_devices = device_count()
-  if not 1 <= num_devices <= jax.local_device_count():
-    raise ValueError(f"num_devices must be in [1, {jax.local_device_count()}]"
-                     f" (the local devices), got {num_devices}.")
+  available = len(_pool())
+  if not 1 <= num_devices <= available:
+    raise ValueError(f"num_devices must be in [1, {available}] (the local "
+                     f"devices), got {num_devices}.")
+  if num_devices != available and jax.process_count() > 1:
+    raise ValueError(f"num_devices = {num_devices}: a job of "
+                     f"{jax.process_count()} processes spreads runs over all "
+                     f"{available} devices.")
   return RunLayout(int(num_runs), int(num_devices))
 
 

@@ -7,7 +7,6 @@ end final.json, representations.npz and the loss-curve plot.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from nearid_jax import checkpoint as ckpt_lib
+from nearid_jax import distributed
 from nearid_jax import metric_writers
 from nearid_jax import plotting
 from nearid_jax import workdir as workdir_lib
@@ -126,11 +126,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       with `strict`, the latest cannot).
   """
   trainer = get_trainer(config)  # validates the config (once)
-  primary = jax.process_index() == 0
+  primary = distributed.is_primary()
   # Only the primary process writes, so only it holds the workdir's lock.
-  with (workdir_lib.lock(workdir) if primary
-        else contextlib.nullcontext()):
-    return _run(trainer, workdir, overwrite, strict, on_chunk, primary)
+  with workdir_lib.lock(workdir):
+    summary = _run(trainer, workdir, overwrite, strict, on_chunk, primary)
+  # The files are written before any process reads them (e.g. the report).
+  distributed.barrier("nearid_jax.train.run: outputs written")
+  return summary
 
 
 def _run(trainer, workdir, overwrite, strict, on_chunk, primary):
@@ -139,6 +141,8 @@ def _run(trainer, workdir, overwrite, strict, on_chunk, primary):
     _prepare_workdir(config, workdir, overwrite)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=2, default=str)
+  # --overwrite deletes the checkpoints before any process looks for them.
+  distributed.barrier("nearid_jax.train.run: workdir prepared")
   runs = trainer.runs
   names = runs.names()
   key = jax.random.key(config.seed)
