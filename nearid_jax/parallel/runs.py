@@ -16,6 +16,7 @@ FastICA and the trainer do.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable, Sequence
@@ -55,8 +56,39 @@ def devices() -> list[jax.Device]:
 
 def _pool() -> list[jax.Device]:
   """The devices a mesh may take: the local ones, or with several
-  processes the global ones (`jax.devices()`, each process's in order)."""
-  return jax.devices() if jax.process_count() > 1 else jax.local_devices()
+  processes the global ones (`jax.devices()`, each process's in order)
+  unless inside `process_local()`."""
+  if jax.process_count() > 1 and not _local_depth[0]:
+    return jax.devices()
+  return jax.local_devices()
+
+
+_local_depth = [0]  # process-wide: the analysis may trace in other threads
+
+
+@contextlib.contextmanager
+def process_local():
+  """Within the block, every stage uses this process's devices only.
+
+  For work each process of a multi-process job does on its own (the
+  report's analysis, see `nearid_jax.distributed`): its arrays stay
+  process-local, so results can be read on the host. One process: no
+  change. Programs traced inside the block are for the local mesh; a
+  function traced outside it with the same argument shapes is not
+  reused here only if it is keyed on the mesh (`parallel.jit` functions
+  first called inside the block are).
+
+  Examples:
+    >>> from nearid_jax import parallel
+    >>> with parallel.process_local():
+    ...   parallel.device_count() == jax.local_device_count()
+    True
+  """
+  _local_depth[0] += 1
+  try:
+    yield
+  finally:
+    _local_depth[0] -= 1
 
 
 def device_count() -> int:
