@@ -47,6 +47,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
+import time
 
 import jax
 
@@ -173,6 +175,21 @@ def initialize(cluster: Cluster | None = None, *,
   if not cluster.join or jax.distributed.is_initialized():
     return jax.distributed.is_initialized()
   timeout, heartbeat = initialization_timeout_s, heartbeat_timeout_s
+  where = (f"the coordinator {cluster.coordinator_address} as process "
+           f"{cluster.process_id} of {cluster.num_processes}"
+           if cluster.coordinator_address else
+           "the cluster detected from the environment (TPU / SLURM / MPI)")
+  hint = ("Check that process 0 is running and reachable at that address "
+          "(host name, port free and not firewalled), that every process was "
+          "given the same --coordinator_address and --num_processes and its "
+          "own --process_id, and that all were started "
+          "(--initialization_timeout_s waits longer).")
+  if cluster.coordinator_address and cluster.process_id:
+    # jax aborts the process (no exception) when the coordinator cannot be
+    # reached, so a process that connects to it checks first.
+    if not _reachable(cluster.coordinator_address, timeout):
+      raise ClusterError(f"could not join {where}: nothing accepted a "
+                         f"connection there within {timeout} s. {hint}")
   # Cross-process collectives on CPU need an implementation (gloo ships
   # with jaxlib); the binaries own the process, so they may set it.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -184,19 +201,25 @@ def initialize(cluster: Cluster | None = None, *,
         initialization_timeout=int(timeout),
         heartbeat_timeout_seconds=int(heartbeat))
   except Exception as e:  # jax raises RuntimeError / XlaRuntimeError / ValueError  # pylint: disable=broad-except
-    where = (f"the coordinator {cluster.coordinator_address} as process "
-             f"{cluster.process_id} of {cluster.num_processes}"
-             if cluster.coordinator_address else
-             "the cluster detected from the environment (TPU / SLURM / MPI)")
     reason = " ".join(str(e).split())[:300]
-    raise ClusterError(
-        f"could not join {where} within {timeout} s ({type(e).__name__}: "
-        f"{reason}). Check that process 0 is running and reachable at that "
-        "address (host name, port free and not firewalled), that every "
-        "process was given the same --coordinator_address and "
-        "--num_processes and its own --process_id, and that all were "
-        "started (--initialization_timeout_s waits longer).") from e
+    raise ClusterError(f"could not join {where} within {timeout} s "
+                       f"({type(e).__name__}: {reason}). {hint}") from e
   return True
+
+
+def _reachable(address: str, timeout: float) -> bool:
+  """Whether HOST:PORT accepts a TCP connection within `timeout` seconds."""
+  host, port = address.rsplit(":", 1)
+  host = host.strip("[]")  # an IPv6 literal
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      with socket.create_connection((host, int(port)), timeout=1.0):
+        return True
+    except OSError:
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.25)
 
 
 def _int(name: str, value) -> int:

@@ -220,7 +220,12 @@ def on_devices(tree):
   def move(a):
     if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
         and a.committed and a.sharding.device_set != target):
-      return jax.device_put(a, NamedSharding(mesh(len(target)), P()))
+      where = NamedSharding(mesh(len(target)), P())
+      if jax.process_count() > 1 and a.is_fully_addressable:
+        # No device-to-device copy between hosts: every process holds the
+        # value and puts it on its own devices of the global mesh.
+        return jax.device_put(np.asarray(a), where)
+      return jax.device_put(a, where)
     return a
   return jax.tree.map(move, tree)
 
