@@ -211,6 +211,7 @@ def test_resume_four_device_checkpoint_on_one_device_and_two_processes(
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_killed_process_ends_the_job_with_an_error_and_rerun_resumes(jobs):
+  """SIGKILL of process 1 ends process 0 within the heartbeat timeout."""
   work = os.path.join(jobs.tmp, "killed")
   args = ["--config=" + TRAIN_CONFIG, *TRAIN_ARGS, "--config.num_steps=100",
           "--workdir=" + work]
@@ -232,10 +233,11 @@ def test_killed_process_ends_the_job_with_an_error_and_rerun_resumes(jobs):
   assert "another task died" in logs[0] or "heartbeat" in logs[0], (
       logs[0][-3000:])
   assert not os.path.exists(os.path.join(work, "final.json"))
-  rerun = jobs.start("experiments.train", args, processes=2, devices=2,
-                     name="rerun")
+  # The rerun resumes on one device (one process is cheaper to start here;
+  # any topology resumes, see the test above).
+  rerun = jobs.start("experiments.train", args, devices=1, name="rerun")
   rc, logs = jobs.wait(rerun, 300)
-  assert rc == [0, 0], "\n".join(l[-3000:] for l in logs)
+  assert rc == [0], logs[0][-3000:]
   resumed = re.search(r"Resuming .* from step (\d+) of 100", logs[0])
   assert resumed and int(resumed.group(1)) >= 10, logs[0][-3000:]
   with open(os.path.join(work, "final.json")) as f:
