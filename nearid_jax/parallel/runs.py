@@ -1,7 +1,9 @@
 """Independent runs on the local devices: the mesh, the padding, map_runs.
 
 One rule for every stage (training, FastICA, alignment, metrics): the run
-axis of R runs is spread over all D devices of the policy (`devices()`),
+axis of R runs is spread over all D devices of the policy (`devices()`:
+the local ones, or in a job of several processes all processes' devices,
+except inside `process_local()`),
 padded to a multiple of D with copies of the last run, ceil(R / D) runs per
 device. Any R works (prime R too) and every device works; the padding
 lanes compute throwaway copies and are dropped from results. Because every
