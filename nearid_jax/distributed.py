@@ -68,7 +68,7 @@ MODES = ("auto", "on", "off")
 ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
        "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
 # Launchers whose task count says "several processes were started".
-_LAUNCHER_SIZE = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+LAUNCHERS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 
 class ClusterError(RuntimeError):
@@ -153,7 +153,7 @@ def resolve(mode: str = "auto", coordinator_address: str | None = None,
     return Cluster(True, address, n, i)
   if mode == "on":
     return Cluster(join=True)
-  launched = any(_int_or_zero(env.get(v)) > 1 for v in _LAUNCHER_SIZE)
+  launched = any(_int_or_zero(env.get(v)) > 1 for v in LAUNCHERS)
   return Cluster(join=launched)
 
 

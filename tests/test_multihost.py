@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -58,8 +59,10 @@ class Jobs:
   def start(self, module, args, *, processes=1, devices=4, name="job",
             extra=()):
     """Starts `processes` processes of `module`; returns [(proc, log)]."""
+    # Only the flags below decide how a child joins (not this machine's
+    # JAX_* or launcher variables).
     env = {k: v for k, v in os.environ.items()
-           if k not in distributed.ENV.values()}
+           if k not in (*distributed.ENV.values(), *distributed.LAUNCHERS)}
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                JAX_PLATFORMS="cpu", TQDM_DISABLE="1")
     cluster = []
@@ -75,7 +78,7 @@ class Jobs:
         p = subprocess.Popen(
             [sys.executable, "-m", module, *args, *cluster, *ids, *extra],
             cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True, preexec_fn=_no_core_dumps)
       self.procs.append(p)
       out.append((p, log))
     return out
@@ -99,6 +102,11 @@ class Jobs:
         except ProcessLookupError:
           pass
         p.wait()
+
+
+def _no_core_dumps():
+  # The survivor of a killed peer is ended by jax with an abort.
+  resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def _read(path):
@@ -129,8 +137,10 @@ def reports(jobs):
   two = jobs.start("experiments.identifiability",
                    base + ["--workdir=" + two_dir], processes=2, devices=2,
                    name="two")
-  rc_one, logs_one = jobs.wait(one, 400)
-  rc_two, logs_two = jobs.wait(two, 400)
+  # The waits add up to less than the test's timeout, so a hang fails here
+  # and the fixture still kills the processes (pytest-timeout would not).
+  rc_one, logs_one = jobs.wait(one, 250)
+  rc_two, logs_two = jobs.wait(two, 250)
   assert rc_one == [0], logs_one[0][-3000:]
   assert rc_two == [0, 0], "\n".join(l[-3000:] for l in logs_two)
   return one_dir, two_dir, logs_two
@@ -202,7 +212,7 @@ def test_resume_four_device_checkpoint_on_one_device_and_two_processes(
                               "--workdir=" + work],
         processes=processes, devices=devices, name=name)))
   for work, job in started:
-    rc, logs = jobs.wait(job, 300)
+    rc, logs = jobs.wait(job, 250)
     assert rc == [0] * len(job), "\n".join(l[-3000:] for l in logs)
     assert "from step 10 of 20" in logs[0]
     np.testing.assert_allclose(_final_losses(work), want, rtol=1e-4)
@@ -218,10 +228,10 @@ def test_killed_process_ends_the_job_with_an_error_and_rerun_resumes(jobs):
   job = jobs.start("experiments.train", args, processes=2, devices=2,
                    name="killed", extra=["--heartbeat_timeout_s=5"])
   first = os.path.join(work, "checkpoints", "10")
-  deadline = time.time() + 300
+  deadline = time.time() + 200
   while not os.path.isdir(first):
     assert all(p.poll() is None for p, _ in job), _tail(job[0][1])
-    assert time.time() < deadline, "no checkpoint after 300 s"
+    assert time.time() < deadline, "no checkpoint after 200 s"
     time.sleep(0.1)
   job[1][0].send_signal(signal.SIGKILL)
   t0 = time.time()
@@ -236,7 +246,7 @@ def test_killed_process_ends_the_job_with_an_error_and_rerun_resumes(jobs):
   # The rerun resumes on one device (one process is cheaper to start here;
   # any topology resumes, see the test above).
   rerun = jobs.start("experiments.train", args, devices=1, name="rerun")
-  rc, logs = jobs.wait(rerun, 300)
+  rc, logs = jobs.wait(rerun, 200)
   assert rc == [0], logs[0][-3000:]
   resumed = re.search(r"Resuming .* from step (\d+) of 100", logs[0])
   assert resumed and int(resumed.group(1)) >= 10, logs[0][-3000:]
