@@ -14,7 +14,7 @@ these flags):
     --distributed=auto|on|off
 
 `auto` (the default) joins when the three values are given, or when a
-launcher says it started several tasks (SLURM_NTASKS > 1, Open MPI's
+launcher says it started several tasks (SLURM_STEP_NUM_TASKS > 1, Open MPI's
 OMPI_COMM_WORLD_SIZE > 1; jax detects the rest); otherwise the job is one
 process, as before. `on` always joins, detecting what is not given (a TPU
 pod, where the hosts are found through the TPU metadata); `off` never does.
@@ -67,8 +67,9 @@ MODES = ("auto", "on", "off")
 
 ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS",
        "num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
-# Launchers whose task count says "several processes were started".
-LAUNCHERS = ("SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
+# Launchers whose task count says "several processes were started": srun's
+# job step (not SLURM_NTASKS, which a batch script without srun also has).
+LAUNCHERS = ("SLURM_STEP_NUM_TASKS", "OMPI_COMM_WORLD_SIZE")
 
 
 class ClusterError(RuntimeError):

@@ -298,7 +298,7 @@ def test_resolve_reads_the_environment_and_launchers():
   assert distributed.resolve(process_id=1, environ=env).process_id == 1
   assert not distributed.resolve("off", environ=env).join
   # A launcher that started several tasks joins by detection.
-  assert distributed.resolve(environ={"SLURM_NTASKS": "8"}) == (
+  assert distributed.resolve(environ={"SLURM_STEP_NUM_TASKS": "8"}) == (
       distributed.Cluster(True))
-  assert not distributed.resolve(environ={"SLURM_NTASKS": "1"}).join
+  assert not distributed.resolve(environ={"SLURM_STEP_NUM_TASKS": "1"}).join
   assert distributed.resolve("on", environ={}).join
