@@ -302,3 +302,20 @@ def test_resolve_reads_the_environment_and_launchers():
       distributed.Cluster(True))
   assert not distributed.resolve(environ={"SLURM_STEP_NUM_TASKS": "1"}).join
   assert distributed.resolve("on", environ={}).join
+
+
+def test_processes_that_do_not_write_check_the_workdir_alike(tmp_path):
+  """A refused workdir ends every process with the same error (no process
+  is left waiting for a primary that stopped)."""
+  from nearid_jax import train  # pylint: disable=g-import-not-at-top
+  from nearid_jax.train import driver  # pylint: disable=g-import-not-at-top
+  config = train.default_config()
+  (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+  other = train.default_config()
+  other.num_seeds += 1
+  for write in (True, False):
+    with pytest.raises(ValueError, match="num_seeds: 8 -> 9"):
+      driver._prepare_workdir(other, str(tmp_path), False, write=write)  # pylint: disable=protected-access
+  # A process that does not write leaves the workdir as it is.
+  driver._prepare_workdir(other, str(tmp_path / "new"), False, write=False)  # pylint: disable=protected-access
+  assert not (tmp_path / "new").exists()
