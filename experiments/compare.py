@@ -15,6 +15,7 @@ from nearid_jax import align
 from nearid_jax import cli
 from nearid_jax import compare
 from nearid_jax import compile_cache
+from nearid_jax import distributed
 
 _OUT = flags.DEFINE_string("out", None, "Output directory (optional).")
 _KEY = flags.DEFINE_string("key", "embeddings",
@@ -44,7 +45,8 @@ def main(argv):
                   id_column=_ID.value, how=_JOIN.value, kinds=_KINDS.value,
                   dims=_DIMS.value, seed=_SEED.value,
                   fit_fraction=_FIT.value, diameter=_DIAM.value)
-  print(compare.to_markdown(c), end="")
+  if distributed.is_primary():
+    print(compare.to_markdown(c), end="")
 
 
 if __name__ == "__main__":

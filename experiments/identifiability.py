@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from nearid_jax import cli
 from nearid_jax import compile_cache
+from nearid_jax import distributed
 from nearid_jax import report
 from nearid_jax import workdir
 
@@ -42,6 +43,8 @@ def main(argv):
   with workdir.lock(_WORKDIR.value):
     result = report.run(_CONFIG.value, _WORKDIR.value,
                         overwrite=_OVERWRITE.value)
+  if not distributed.is_primary():
+    return  # one process (the primary) wrote the report
   print(result.text)
   print(f"Report: {os.path.join(_WORKDIR.value, 'report.md')} "
         f"({result.timing_s['total']:.0f} s)")

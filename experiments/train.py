@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from nearid_jax import cli
 from nearid_jax import compile_cache
+from nearid_jax import distributed
 from nearid_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -40,6 +41,8 @@ def main(argv):
   # User errors (config, workdir, files, disk) end in one line: cli.run_main.
   summary = train.run(_CONFIG.value, _WORKDIR.value,
                       overwrite=_OVERWRITE.value, strict=_STRICT.value)
+  if not distributed.is_primary():
+    return  # the primary wrote the outputs and reports them
   diverged = summary["diverged_runs"]
   print(f"Trained {summary['num_runs']} runs for {summary['num_steps']} steps"
         f" -> {_WORKDIR.value}"

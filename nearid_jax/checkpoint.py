@@ -2,7 +2,11 @@
 
 Orbax's V0 `CheckpointManager` does the work (atomic step directories, async
 writes, multi-host coordination); keeping it behind this class means a move
-to Orbax V1 touches one file. A SIGKILL during a save leaves only a
+to Orbax V1 touches one file. In a job of several processes every process
+calls `save` and `restore` (Orbax's multi-process protocol: each writes and
+reads its own shards, process 0 commits the step); a step saved on one
+topology restores on any other, since the target's shardings decide the
+placement. A SIGKILL during a save leaves only a
 temporary directory that Orbax ignores, so the latest *complete* step is
 always restorable. A step that exists but cannot be read (a truncated array
 file, an empty manifest) raises `CorruptCheckpoint`, one line naming the
@@ -19,6 +23,8 @@ from typing import Any
 from absl import logging
 import jax
 import orbax.checkpoint as ocp
+
+from nearid_jax import distributed
 
 
 # Free space kept beyond a checkpoint's size (metadata, logs).
@@ -152,11 +158,14 @@ class Checkpointer:
   def _set_aside(self, step: int) -> None:
     src = os.path.join(self.directory, str(step))
     dst = os.path.join(self.directory + ".corrupt", str(step))
-    if os.path.exists(dst):
-      shutil.rmtree(dst)
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    shutil.move(src, dst)
-    logging.warning("Moved unreadable checkpoint step %d to %s.", step, dst)
+    # Every process found the step unreadable; one moves it, all wait.
+    if distributed.is_primary():
+      if os.path.exists(dst):
+        shutil.rmtree(dst)
+      os.makedirs(os.path.dirname(dst), exist_ok=True)
+      shutil.move(src, dst)
+      logging.warning("Moved unreadable checkpoint step %d to %s.", step, dst)
+    distributed.barrier(f"nearid_jax.checkpoint: step {step} set aside")
     self._manager.reload()
 
   def wait(self) -> None:

@@ -23,6 +23,14 @@ Errors the user can fix end in one line on stderr and exit status 1:
     system (with the path).
 Anything else is a bug and keeps its traceback. `--verbosity=1` (or higher)
 shows the traceback of user errors too.
+
+Every binary also takes the flags that join a cluster of processes (a TPU
+pod, a GPU cluster; `nearid_jax.distributed`): `--coordinator_address`,
+`--num_processes`, `--process_id` (or the JAX_* environment variables),
+`--distributed=auto|on|off`, `--initialization_timeout_s`,
+`--heartbeat_timeout_s`. `run_main` joins before `main` runs; without them
+the job is one process. A failure to join (`distributed.ClusterError`)
+ends in one line too.
 """
 from __future__ import annotations
 
@@ -36,12 +44,35 @@ from absl import flags
 from absl import logging
 
 from nearid_jax import checkpoint
+from nearid_jax import distributed
 from nearid_jax import workdir
+
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", distributed.MODES,
+    "Join a cluster of processes (jax.distributed): auto = when "
+    "--coordinator_address/--num_processes/--process_id (or the JAX_* "
+    "variables) are given or a launcher (SLURM, Open MPI) started several "
+    "tasks; on = always (also detects a TPU pod); off = never.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's coordinator "
+    "(env JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Processes in the job (env JAX_NUM_PROCESSES).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's index in 0..num_processes-1 (env "
+    "JAX_PROCESS_ID).")
+_INIT_TIMEOUT = flags.DEFINE_integer(
+    "initialization_timeout_s", 300, "Seconds to wait for every process to "
+    "join the cluster before giving up.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 100, "Seconds without a heartbeat after which a "
+    "process counts as dead and the job ends.")
 
 # Exceptions whose message is meant for the user (the library's checks).
 USER_ERRORS = (ValueError, FileNotFoundError, IsADirectoryError,
                NotADirectoryError, PermissionError, zipfile.BadZipFile,
-               EOFError, checkpoint.CorruptCheckpoint, workdir.WorkdirInUse)
+               EOFError, checkpoint.CorruptCheckpoint, workdir.WorkdirInUse,
+               distributed.ClusterError)
 # Operating-system errors that say something about the machine, not the code.
 _OS_ERRNOS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded",
               errno.EROFS: "read-only file system", errno.EACCES:
@@ -58,6 +89,7 @@ def run_main(main: Callable[[list[str]], object],
   """
   def wrapped(args):
     try:
+      join_cluster()
       return main(args)
     except Exception as e:  # pylint: disable=broad-except
       if not is_user_error(e) or _verbose(sys.argv if argv is None else argv):
@@ -66,6 +98,19 @@ def run_main(main: Callable[[list[str]], object],
 
   app.run(wrapped, argv=None if argv is None else list(argv),
           flags_parser=_parse_flags)
+
+
+def join_cluster() -> bool:
+  """Joins the cluster the distributed flags describe (after parsing).
+
+  Returns:
+    True when this process is one of several.
+  """
+  cluster = distributed.resolve(_DISTRIBUTED.value, _COORDINATOR.value,
+                                _NUM_PROCESSES.value, _PROCESS_ID.value)
+  return distributed.initialize(
+      cluster, initialization_timeout_s=_INIT_TIMEOUT.value,
+      heartbeat_timeout_s=_HEARTBEAT.value)
 
 
 def is_user_error(e: BaseException) -> bool:

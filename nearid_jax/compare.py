@@ -38,6 +38,8 @@ from matplotlib.figure import Figure
 import numpy as np
 
 from nearid_jax import align
+from nearid_jax import distributed
+from nearid_jax import parallel
 from nearid_jax.data import embeddings as embeddings_lib
 
 KINDS = ("perm", "rigid", "linear", "ica")
@@ -429,15 +431,19 @@ def run(specs: Sequence[str], out: str | None = None, *,
   embs = [read_embedding(s, key=key_name, id_column=id_column)
           for s in specs]
   arrays, _, notes = join(embs, how=how)
-  c = compare(arrays, [e.name for e in embs], kinds=kinds,
-              key=jax.random.key(seed), dims=dims,
-              fit_fraction=fit_fraction, diameter=diameter)
+  # In a job of several processes each compares on its own devices and the
+  # primary writes (as the report; see `nearid_jax.distributed`).
+  with parallel.process_local():
+    c = compare(arrays, [e.name for e in embs], kinds=kinds,
+                key=jax.random.key(seed), dims=dims,
+                fit_fraction=fit_fraction, diameter=diameter)
   c.notes = notes + c.notes
-  if out:
+  if out and distributed.is_primary():
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "compare.json"), "w") as f:
       json.dump(to_json(c), f, indent=1, allow_nan=False)
     with open(os.path.join(out, "compare.md"), "w") as f:
       f.write(to_markdown(c))
     heatmap(c).savefig(os.path.join(out, "compare_heatmap.png"))
+  distributed.barrier("nearid_jax.compare.run: written")
   return c

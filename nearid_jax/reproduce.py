@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from nearid_jax import distributed
 from nearid_jax import workdir as workdir_lib
 
 # name -> module with `run(config, workdir) -> dict` (imported lazily, so
@@ -42,12 +43,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   Raises:
     ValueError: an unknown or missing `config.experiment` (the message
-      lists the known ones), or the experiment's own config errors.
+      lists the known ones), the experiment's own config errors, or a job
+      of several processes (the experiments write from every process).
   """
   name = config.get("experiment")
   if name not in EXPERIMENTS:
     raise ValueError(f"config.experiment = {name!r} is not one of "
                      f"{sorted(EXPERIMENTS)}.")
+  if distributed.process_count() > 1:
+    raise ValueError(
+        f"the paper experiments run as one process; this job has "
+        f"{distributed.process_count()} (run without --coordinator_address/"
+        "--num_processes/--process_id, or with --distributed=off).")
   # One writer per workdir: a second job on it is refused with its pid.
   with workdir_lib.lock(workdir):
     return importlib.import_module(EXPERIMENTS[name]).run(config, workdir)

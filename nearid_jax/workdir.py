@@ -16,7 +16,9 @@ calls `run` twice), and it is released when the outermost holder exits.
 
 Locks are advisory and local: they protect against a second job on this
 machine (or on a file system whose `flock` is shared, which NFS's may not
-be). On multi-host jobs only the primary process (which writes) locks.
+be). In a job of several processes (`nearid_jax.distributed`) only the
+primary process, the one that writes, takes the lock; the others pass
+through (they would otherwise find it taken by their own primary).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ from typing import Iterator
 import zipfile
 
 import numpy as np
+
+from nearid_jax import distributed
 
 LOCK_NAME = ".lock"
 
@@ -63,12 +67,15 @@ def lock(workdir: str | os.PathLike) -> Iterator[str]:
     '.lock'
   """
   workdir = os.fspath(workdir)
+  path = os.path.join(workdir, LOCK_NAME)
+  if not distributed.is_primary():
+    yield path
+    return
   try:
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise ValueError(f"workdir {workdir!r} is not writable ({e}); choose "
                      "a directory you can write to.") from e
-  path = os.path.join(workdir, LOCK_NAME)
   key = os.path.realpath(workdir)
   with _guard:
     entry = _held.get(key)

@@ -59,6 +59,7 @@ from nearid_jax.parallel.runs import map_local
 from nearid_jax.parallel.runs import map_runs
 from nearid_jax.parallel.runs import mesh
 from nearid_jax.parallel.runs import on_devices
+from nearid_jax.parallel.runs import process_local
 from nearid_jax.parallel.runs import run_layout
 from nearid_jax.parallel.runs import RunLayout
 from nearid_jax.parallel.runs import RUNS
@@ -68,6 +69,7 @@ from nearid_jax.parallel.runs import RUNS
 __all__ = [
     "Policy", "policy", "set_policy", "using", "jit", "single_threaded_blas",
     "host_call", "RUNS", "ROWS", "devices", "device_count", "mesh",
-    "RunLayout", "run_layout", "map_runs", "map_local", "on_devices", "Rows",
+    "RunLayout", "run_layout", "map_runs", "map_local", "on_devices",
+    "process_local", "Rows",
     "row_shards", "row_sharding", "chunked_sum",
 ]

@@ -1,7 +1,9 @@
 """Independent runs on the local devices: the mesh, the padding, map_runs.
 
 One rule for every stage (training, FastICA, alignment, metrics): the run
-axis of R runs is spread over all D devices of the policy (`devices()`),
+axis of R runs is spread over all D devices of the policy (`devices()`:
+the local ones, or in a job of several processes all processes' devices,
+except inside `process_local()`),
 padded to a multiple of D with copies of the last run, ceil(R / D) runs per
 device. Any R works (prime R too) and every device works; the padding
 lanes compute throwaway copies and are dropped from results. Because every
@@ -16,6 +18,7 @@ FastICA and the trainer do.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 from typing import Any, Callable, Sequence
@@ -33,17 +36,61 @@ RUNS = "runs"  # the mesh axis of the run axis
 
 def devices() -> list[jax.Device]:
   """The devices work is spread over: the policy's first `devices` local
-  devices (all when 0).
+  devices (all when 0); in a job of several processes
+  (`nearid_jax.distributed`), all devices of all processes.
 
   Raises:
-    ValueError: the policy asks for more devices than there are.
+    ValueError: the policy asks for more devices than there are, or, with
+      several processes, for fewer than all (a mesh without some process's
+      devices would leave that process out of every program).
   """
-  local = jax.local_devices()
+  pool = _pool()
   want = policy_lib.policy().devices
-  if want > len(local):
+  if want > len(pool):
     raise ValueError(f"Policy.devices = {want}, but this process has "
-                     f"{len(local)} local device(s).")
-  return local[:want or len(local)]
+                     f"{len(pool)} local device(s).")
+  if want and want != len(pool) and jax.process_count() > 1:
+    raise ValueError(f"Policy.devices = {want}: a job of "
+                     f"{jax.process_count()} processes uses all {len(pool)} "
+                     "devices (use 0).")
+  return pool[:want or len(pool)]
+
+
+def _pool() -> list[jax.Device]:
+  """The devices a mesh may take: the local ones, or with several
+  processes the global ones (`jax.devices()`, each process's in order)
+  unless inside `process_local()`."""
+  if jax.process_count() > 1 and not _local_depth[0]:
+    return jax.devices()
+  return jax.local_devices()
+
+
+_local_depth = [0]  # process-wide: the analysis may trace in other threads
+
+
+@contextlib.contextmanager
+def process_local():
+  """Within the block, every stage uses this process's devices only.
+
+  For work each process of a multi-process job does on its own (the
+  report's analysis, see `nearid_jax.distributed`): its arrays stay
+  process-local, so results can be read on the host. One process: no
+  change. Programs traced inside the block are for the local mesh; a
+  function traced outside it with the same argument shapes is not
+  reused here only if it is keyed on the mesh (`parallel.jit` functions
+  first called inside the block are).
+
+  Examples:
+    >>> from nearid_jax import parallel
+    >>> with parallel.process_local():
+    ...   parallel.device_count() == jax.local_device_count()
+    True
+  """
+  _local_depth[0] += 1
+  try:
+    yield
+  finally:
+    _local_depth[0] -= 1
 
 
 def device_count() -> int:
@@ -71,7 +118,7 @@ def _mesh(n: int, axis: str) -> jax.sharding.Mesh:
   # Auto axes: the results are ordinary arrays to the code around them (an
   # Explicit axis would follow them into the caller's indexing).
   return jax.make_mesh((n,), (axis,), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=jax.local_devices()[:n])
+                       devices=_pool()[:n])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +222,12 @@ def on_devices(tree):
   def move(a):
     if (isinstance(a, jax.Array) and not isinstance(a, jax.core.Tracer)
         and a.committed and a.sharding.device_set != target):
-      return jax.device_put(a, NamedSharding(mesh(len(target)), P()))
+      where = NamedSharding(mesh(len(target)), P())
+      if jax.process_count() > 1 and a.is_fully_addressable:
+        # No device-to-device copy between hosts: every process holds the
+        # value and puts it on its own devices of the global mesh.
+        return jax.device_put(np.asarray(a), where)
+      return jax.device_put(a, where)
     return a
   return jax.tree.map(move, tree)
 
@@ -191,7 +243,8 @@ def run_layout(num_runs: int, num_devices: int | None = None) -> RunLayout:
 
   Args:
     num_runs: R >= 1.
-    num_devices: D (None: `device_count()`); at most the local devices.
+    num_devices: D (None: `device_count()`); at most the local devices
+      (with several processes: all the global devices).
 
   Examples:
     >>> from nearid_jax import parallel
@@ -206,9 +259,14 @@ def run_layout(num_runs: int, num_devices: int | None = None) -> RunLayout:
     raise ValueError(f"need at least one run, got {num_runs}.")
   if num_devices is None:
     num_devices = device_count()
-  if not 1 <= num_devices <= jax.local_device_count():
-    raise ValueError(f"num_devices must be in [1, {jax.local_device_count()}]"
-                     f" (the local devices), got {num_devices}.")
+  available = len(_pool())
+  if not 1 <= num_devices <= available:
+    raise ValueError(f"num_devices must be in [1, {available}] (the local "
+                     f"devices), got {num_devices}.")
+  if num_devices != available and jax.process_count() > 1:
+    raise ValueError(f"num_devices = {num_devices}: a job of "
+                     f"{jax.process_count()} processes spreads runs over all "
+                     f"{available} devices.")
   return RunLayout(int(num_runs), int(num_devices))
 
 

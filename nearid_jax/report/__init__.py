@@ -19,6 +19,10 @@
 Modules: `config` (settings and their check), `runs` (reading, cleaning,
 grouping), `compute` (the science), `verdict` (the rules), `result` (the
 dataclasses), `render` (JSON, Markdown), `figures`, `decoders`.
+
+In a job of several processes (`nearid_jax.distributed`) every process
+trains its share and computes the same report on its own devices (its
+inputs are the same files); only the primary writes the report, once.
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ import time
 from absl import logging
 import ml_collections
 
+from nearid_jax import distributed
+from nearid_jax import parallel
 from nearid_jax import train
 from nearid_jax.report import compute as compute_lib
 from nearid_jax.report import decoders
@@ -84,20 +90,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                              points=config.bi_lipschitz_points)
   timing["bi_lipschitz"] = time.time() - t
   t = time.time()
-  report = compute_lib.compute(config, runs, bi_lipschitz=bl)
+  # Every process analyses on its own devices (its results stay readable
+  # on the host); see `nearid_jax.distributed` for why not across hosts.
+  with parallel.process_local():
+    report = compute_lib.compute(config, runs, bi_lipschitz=bl)
   timing["analysis"] = time.time() - t
   for note in report.notes + [n for g in report.groups for n in g.notes]:
     logging.warning("%s", note)
   report.config = json.loads(json.dumps(config.to_dict(), default=str))
   t = time.time()
-  figures.save_all(report, workdir)
+  primary = distributed.is_primary()
+  if primary:
+    figures.save_all(report, workdir)
   timing["figures"] = time.time() - t
   report.timing_s = {k: round(v, 2) for k, v in timing.items()}
   report.timing_s["total"] = round(time.time() - t0, 2)
-  with open(os.path.join(workdir, "report.md"), "w") as f:
-    f.write(render.to_markdown(report, train_dir))
-  with open(os.path.join(workdir, "report.json"), "w") as f:
-    json.dump(render.to_json(report), f, indent=1, allow_nan=False)
+  if primary:
+    with open(os.path.join(workdir, "report.md"), "w") as f:
+      f.write(render.to_markdown(report, train_dir))
+    with open(os.path.join(workdir, "report.json"), "w") as f:
+      json.dump(render.to_json(report), f, indent=1, allow_nan=False)
+  distributed.barrier("nearid_jax.report.run: report written")
   return report
 
 

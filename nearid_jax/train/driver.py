@@ -7,7 +7,6 @@ end final.json, representations.npz and the loss-curve plot.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from nearid_jax import checkpoint as ckpt_lib
+from nearid_jax import distributed
 from nearid_jax import metric_writers
 from nearid_jax import plotting
 from nearid_jax import workdir as workdir_lib
@@ -53,8 +53,18 @@ def workdir_config_diff(workdir: str,
   return config_diff(old, config)
 
 
-def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
-  """Checks the workdir is writable and holds nothing of another config."""
+def _prepare_workdir(config, workdir: str, overwrite: bool,
+                     write: bool = True) -> None:
+  """Checks the workdir is writable and holds nothing of another config.
+
+  With `write` False (the processes that do not write) only the checks that
+  read are made, so every process of a job raises the same error.
+  """
+  cfg_path = os.path.join(workdir, "config.json")
+  if not write:
+    if not overwrite:
+      _check_workdir(config, workdir, cfg_path)
+    return
   try:
     os.makedirs(workdir, exist_ok=True)
     probe = os.path.join(workdir, ".write_test")
@@ -64,7 +74,6 @@ def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
   except OSError as e:
     raise ValueError(f"--workdir {workdir!r} is not writable ({e}); choose "
                      "a directory you can write to.") from e
-  cfg_path = os.path.join(workdir, "config.json")
   if overwrite:
     for name in _OUTPUTS:
       p = os.path.join(workdir, name)
@@ -73,6 +82,10 @@ def _prepare_workdir(config, workdir: str, overwrite: bool) -> None:
       elif os.path.exists(p):
         os.remove(p)
     return
+  _check_workdir(config, workdir, cfg_path)
+
+
+def _check_workdir(config, workdir: str, cfg_path: str) -> None:
   if os.path.exists(cfg_path):
     diffs = workdir_config_diff(workdir, config)
     if diffs:
@@ -126,17 +139,23 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       with `strict`, the latest cannot).
   """
   trainer = get_trainer(config)  # validates the config (once)
-  primary = jax.process_index() == 0
+  primary = distributed.is_primary()
   # Only the primary process writes, so only it holds the workdir's lock.
-  with (workdir_lib.lock(workdir) if primary
-        else contextlib.nullcontext()):
-    return _run(trainer, workdir, overwrite, strict, on_chunk, primary)
+  with workdir_lib.lock(workdir):
+    summary = _run(trainer, workdir, overwrite, strict, on_chunk, primary)
+  # The files are written before any process reads them (e.g. the report).
+  distributed.barrier("nearid_jax.train.run: outputs written")
+  return summary
 
 
 def _run(trainer, workdir, overwrite, strict, on_chunk, primary):
   config = trainer.config
+  # Every process checks (a refused workdir ends all of them alike); the
+  # primary's --overwrite deletes before any process looks for checkpoints,
+  # and it writes config.json only after the others have read it.
+  _prepare_workdir(config, workdir, overwrite, write=primary)
+  distributed.barrier("nearid_jax.train.run: workdir checked")
   if primary:
-    _prepare_workdir(config, workdir, overwrite)
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(config.to_dict(), f, indent=2, default=str)
   runs = trainer.runs
