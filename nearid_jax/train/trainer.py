@@ -22,7 +22,9 @@ from nearid_jax import data as data_lib
 from nearid_jax import models
 from nearid_jax import objectives
 from nearid_jax.train import devices
-from nearid_jax.train.config import make_run_table, validate_config
+from nearid_jax.train.config import make_run_table
+from nearid_jax.train.config import mesh_shape
+from nearid_jax.train.config import validate_config
 
 
 @flax.struct.dataclass
@@ -110,8 +112,9 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict):
     validate_config(config)
     self.config = ml_collections.FrozenConfigDict(config)
-    self.placement = devices.RunPlacement(config.num_devices,
-                                          config.runs_per_group)
+    run_shards, data_shards = mesh_shape(config)
+    self.placement = devices.RunPlacement(run_shards, config.runs_per_group,
+                                          data_shards)
     self.mesh = self.placement.mesh
     self.sharding = self.placement.sharding
     self.runs = make_run_table(config, self.placement.num_devices)
@@ -155,6 +158,9 @@ class Trainer:
     _, k_steps = jax.random.split(run_key)
     k_data, k_loss = jax.random.split(jax.random.fold_in(k_steps, state.step))
     batch = self.data.sample(k_data, self.config.batch_size)
+    # With data shards each shard draws and steps its rows of the batch;
+    # the loss and gradient means over the rows become all-reduces.
+    batch = self.placement.constrain_rows(batch)
     loss_fn = self.loss_fn(hparams)
 
     def objective(params):
