@@ -7,12 +7,11 @@ pipeline and given to the jitted train step as an argument, so no row of
 it is a constant of the compiled program:
 
     rows = grain.MapDataset.range(n)[this process's slice]
-              .shuffle(seed).repeat().batch(B)      # row indices per batch
+              .shuffle(seed).batch(B).repeat()      # row indices per batch
     batches = rows.map(source.read)                 # one batched read each
 
 Grain fixes the order: a seeded permutation of the rows, a new one every
-epoch (`shuffle` before `repeat`), batches that run across epoch ends.
-Batch k is a pure function of (seed, k, the process's slice), so the
+epoch; an epoch's last partial batch is dropped. Batch k is a pure function of (seed, k, the process's slice), so the
 iterator's state (`{"next_index": k}`) is all a checkpoint needs to resume
 exactly. `StreamFeed` draws the batches of a chunk of steps, stacks them
 and puts them on the devices; the driver asks for the next chunk while the
@@ -44,15 +43,23 @@ def shuffle_seed(key: jax.Array) -> int:
 
 
 def batch_rows(num_rows: int, batch_size: int, seed: int, *,
-               shard: grain.sharding.ShardOptions | None = None
-               ) -> grain.MapDataset:
-  """The row indices of every batch, as an endless Grain `MapDataset`.
+               shard: grain.sharding.ShardOptions | None = None,
+               num_epochs: int | None = None, drop_remainder: bool = True,
+               shuffle: bool = True) -> grain.MapDataset:
+  """The row indices of every batch, as a Grain `MapDataset`.
+
+  Each epoch visits the rows once, in a permutation fixed by (seed, epoch);
+  batches do not cross epochs (the last, partial one of an epoch is dropped
+  with `drop_remainder`).
 
   Args:
     num_rows: rows of the stored split.
     batch_size: rows per batch of this process (its shard of the batch).
     seed: shuffle seed (`shuffle_seed`).
     shard: this process's part of the rows (None: all of them).
+    num_epochs: None for endless.
+    drop_remainder: drop each epoch's last partial batch.
+    shuffle: permute the rows each epoch (else in order).
 
   Returns:
     A MapDataset whose element k is the int64 [batch_size] rows of batch k.
@@ -61,22 +68,29 @@ def batch_rows(num_rows: int, batch_size: int, seed: int, *,
     ValueError: fewer rows (in this shard) than one batch.
 
   Examples:
-    >>> ds = batch_rows(10, 4, seed=0)
+    >>> ds = batch_rows(10, 4, seed=0, num_epochs=2)
+    >>> len(ds)  # 2 full batches per epoch
+    4
     >>> sorted(np.concatenate([ds[0], ds[1]]).tolist()) == sorted(
     ...     set(np.concatenate([ds[0], ds[1]]).tolist()))  # no repeats
     True
-    >>> bool((ds[7] == batch_rows(10, 4, seed=0)[7]).all())  # a function of k
+    >>> bool((ds[3] == batch_rows(10, 4, seed=0)[3]).all())  # a function of k
     True
   """
   ds = grain.MapDataset.range(num_rows)
   if shard is not None and shard.shard_count > 1:
     ds = ds[shard.shard_index::shard.shard_count]
-  if len(ds) < batch_size:
+  if len(ds) == 0 or (drop_remainder and len(ds) < batch_size):
     raise ValueError(f"{len(ds)} rows (this process's share of {num_rows}) "
                      f"are fewer than one batch of {batch_size}; lower "
-                     "config.batch_size.")
-  return (ds.shuffle(seed=seed).repeat()
-          .batch(batch_size, batch_fn=lambda r: np.asarray(r, np.int64)))
+                     "the batch size.")
+  if shuffle:
+    ds = ds.shuffle(seed=seed)
+  # Batch, then repeat: a batch's rows come from one epoch, and epoch e
+  # asks the shuffle for indices [e n, (e + 1) n), its e-th permutation.
+  ds = ds.batch(batch_size, drop_remainder=drop_remainder,
+                batch_fn=lambda r: np.asarray(r, np.int64))
+  return ds.repeat(num_epochs)
 
 
 def process_shard(sharding: jax.sharding.Sharding, batch_size: int,
