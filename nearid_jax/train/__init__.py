@@ -58,7 +58,7 @@ from nearid_jax.train.trainer import weight_decay_mask
 
 __all__ = [
     "config_diff", "default_config", "GRIDABLE", "get_trainer", "load_trained",
-    "make_optimizer", "make_run_table", "make_train", "mesh_shape", "param_checksum",
-    "RESUMABLE", "run", "RunTable", "Trainer", "TrainState", "validate_config",
-    "weight_decay_mask", "workdir_config_diff",
+    "make_optimizer", "make_run_table", "make_train", "mesh_shape",
+    "param_checksum", "RESUMABLE", "run", "RunTable", "Trainer", "TrainState",
+    "validate_config", "weight_decay_mask", "workdir_config_diff",
 ]
