@@ -77,7 +77,8 @@ def stream_config(data_dir, **overrides):
 
 
 def test_large_stored_set_is_streamed_not_compiled_in(big_dir):
-  config = stream_config(big_dir, num_devices=1, **{"mesh.data": 1})
+  # Two run shards, no data shards: each device gets the whole chunk.
+  config = stream_config(big_dir, **{"mesh.data": 1})
   assert images.stored_rows_and_mb(config.data) == (6144, 288.0)
   trainer = train.get_trainer(config)
   assert trainer.streamed
@@ -98,6 +99,17 @@ def test_large_stored_set_is_streamed_not_compiled_in(big_dir):
   assert len(hlo) < 2 << 20, len(hlo)
   main = next(l for l in hlo.splitlines() if "func.func public @main" in l)
   assert "tensor<10x16x128x128x3xui8>" in main
+  # The first step's loss is that of the first streamed batch, by hand
+  # (the autoencoder's loss draws no randomness).
+  hp = {k: v[1] for k, v in trainer.runs.hparams.items()}
+  variables = {"params": jax.tree.map(lambda x: x[1], state.params)}
+  first = jax.tree.map(lambda b: b[0], batches)
+  want, _ = trainer.loss_fn(hp)(variables, trainer.data.prepare(first),
+                                jax.random.key(0))
+  _, metrics = lowered.compile()(state, jax.random.key(0), batches=batches)
+  loss = np.asarray(metrics["loss"])[:2]
+  assert loss.shape == (2, 10) and np.isfinite(loss).all()
+  np.testing.assert_allclose(loss[1, 0], want, rtol=1e-5)
 
 
 def _recording(monkeypatch):
