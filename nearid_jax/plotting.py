@@ -316,3 +316,79 @@ def plot_model_comparison(scores: dict[str, dict[str, np.ndarray]],
   ax.legend(fontsize=8)
   fig.tight_layout()
   return _save(fig, path)
+
+
+# --- batch effects (nearid_jax.batch_effects, nearid_jax.paper.cells) --------
+
+
+def plot_batch_effect_auroc(summary: dict, genes: Sequence[str],
+                            path: str | None = None, *,
+                            title: str = "Gene vs control, leave one batch out"
+                            ) -> mpl_figure.Figure:
+  """Grouped bars: held-out-batch AUROC per gene and transform, 95% intervals.
+
+  Args:
+    summary: `nearid_jax.paper.cells.summarise(analysis)`: per transform a
+      "label" and "per_gene_auroc" {gene: {"mean", "lo", "hi"}}.
+    genes: the genes to draw, in order.
+    path: output PNG path (None: only return the figure).
+    title: figure title.
+
+  Returns:
+    The figure (written to `path` first when given).
+  """
+  fig = _figure((max(6.0, 0.6 * len(genes) + 2), 4))
+  ax = fig.subplots()
+  kinds = list(summary)
+  w = 0.8 / len(kinds)
+  xs = np.arange(len(genes))
+  for i, k in enumerate(kinds):
+    iv = [summary[k]["per_gene_auroc"][g] for g in genes]
+    mean = np.array([v["mean"] for v in iv])
+    err = np.array([(v["hi"] - v["lo"]) / 2 if np.isfinite(v["lo"]) else 0.0
+                    for v in iv])
+    ax.bar(xs + (i - (len(kinds) - 1) / 2) * w, mean, w, yerr=err,
+           label=summary[k]["label"], capsize=2)
+  ax.axhline(0.5, color="gray", lw=0.8, ls="--")
+  ax.set_xticks(xs, genes, rotation=45, ha="right", fontsize=7)
+  ax.set_ylabel("held-out-batch AUROC")
+  ax.set_ylim(0.2, 1.0)
+  ax.legend(fontsize=7, ncol=len(kinds))
+  ax.set_title(title)
+  fig.tight_layout()
+  return _save(fig, path)
+
+
+def plot_wells_2d(features: dict[str, np.ndarray], batches: Sequence,
+                  path: str | None = None, *,
+                  title: str = "Wells (run 0), top-2 PCs of each transform's "
+                               "features; colour = batch"
+                  ) -> mpl_figure.Figure:
+  """Wells on the top-2 principal components of each feature set, coloured
+  by batch: a batch effect shows as colours that separate.
+
+  Args:
+    features: {panel title: [n, k] features of the same n wells}.
+    batches: [n] batch of each well.
+    path: output PNG path (None: only return the figure).
+    title: figure title.
+
+  Returns:
+    The figure (written to `path` first when given).
+  """
+  names, codes = np.unique(np.asarray(batches), return_inverse=True)
+  fig = _figure((3.2 * len(features), 3.4))
+  axes = fig.subplots(1, len(features), squeeze=False)[0]
+  for ax, (label, f) in zip(axes, features.items()):
+    f = np.asarray(f, np.float64)
+    f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-12)
+    _, _, vt = np.linalg.svd(f, full_matrices=False)
+    p = f @ vt[:2].T
+    ax.scatter(p[:, 0], p[:, 1], c=codes, cmap="tab10", s=4, alpha=0.7,
+               vmin=0, vmax=max(9, len(names) - 1))
+    ax.set_title(label, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle(title, fontsize=9)
+  fig.tight_layout()
+  return _save(fig, path)

@@ -92,6 +92,7 @@ Examples:
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.struct
@@ -374,6 +375,28 @@ class PairwiseEpsilon:
     return dict(self.settings)
 
 
+@functools.partial(jax.jit, static_argnames=("kinds", "d", "dtype"))
+def _pair_matrices(out, valid, *, kinds, d, dtype):
+  """{kind: {stat: [R, R] (r2: [R, R, d])}} from the per-pair results of
+  all ordered pairs (row-major, diagonal left out): the diagonal is a run
+  against itself (0, r2 = 1), NaN wherever a run is invalid. One program,
+  not an eager scatter per (kind, stat)."""
+  r = valid.shape[0]
+  ti, si = np.nonzero(~np.eye(r, dtype=bool))
+  eps = {}
+  for j, k in enumerate(kinds):
+    eps[k] = {}
+    for s in _STATS:
+      shape = (r, r, d) if s == "r2" else (r, r)
+      m = jnp.full(shape, 1 if s == "r2" else 0, dtype)
+      if out is not None:
+        m = m.at[ti, si].set(out[s][:, j].astype(dtype))
+      ok = valid[:, None] & valid[None, :]
+      eps[k][s] = jnp.where(ok.reshape(ok.shape + (1,) * (m.ndim - 2)), m,
+                            jnp.nan)
+  return eps
+
+
 @parallel.host_call
 def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
                      fit_fraction: float = 0.5, diameter: str = "max",
@@ -447,23 +470,14 @@ def pairwise_epsilon(zs, kinds: Sequence[str] = DEFAULT_KINDS, *, key,
     valid &= ica_valid
   opts = Options(kinds, float(ridge), bool(perm_scale), "pad", n_fit)
   ti, si = np.nonzero(~np.eye(r, dtype=bool))
-  eps = {k: {s: jnp.zeros((r, r), zs.dtype) for s in _STATS[:3]}
-         for k in kinds}
-  for k in kinds:
-    eps[k]["r2"] = jnp.ones((r, r, d), zs.dtype)
+  out = None
   if len(ti):
     chunk, rows = pairs_lib.chunks(len(ti), n - n_fit, d, d, len(kinds),
                                    pair_chunk)
-    ti, si = jnp.asarray(ti, jnp.int32), jnp.asarray(si, jnp.int32)
-    out = pairs_lib.pairs(runs, None, maps, None, ti, si, valid, valid,
+    out = pairs_lib.pairs(runs, None, maps, None, jnp.asarray(ti, jnp.int32),
+                          jnp.asarray(si, jnp.int32), valid, valid,
                           opts=opts, chunk=chunk, rows=rows)
-    for j, k in enumerate(kinds):
-      for s in _STATS:
-        eps[k][s] = eps[k][s].at[ti, si].set(out[s][:, j])
-  ok = valid[:, None] & valid[None, :]
-  eps = jax.tree.map(
-      lambda v: jnp.where(ok.reshape(ok.shape + (1,) * (v.ndim - 2)), v,
-                          jnp.nan), eps)
+  eps = _pair_matrices(out, valid, kinds=kinds, d=d, dtype=zs.dtype)
   settings = (("kinds", kinds), ("n_fit", n_fit), ("n_eval", n - n_fit),
               ("diameter", diameter), ("diameter_rows", int(diameter_rows)),
               ("perm_scale", bool(perm_scale)), ("ridge", float(ridge)),

@@ -32,12 +32,12 @@ import warnings
 from typing import Any
 
 import jax
-from matplotlib import figure
 import ml_collections
 import numpy as np
 from scipy import stats
 
 from nearid_jax import batch_effects
+from nearid_jax import plotting
 from nearid_jax import train
 from nearid_jax.data import cells as cells_lib
 from nearid_jax.data import embeddings as embeddings_lib
@@ -214,51 +214,11 @@ def to_markdown(result: dict[str, Any]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot_auroc_per_gene(summary, genes, path) -> str:
-  """Grouped bars: held-out AUROC per gene and transform (95% intervals)."""
-  fig = figure.Figure(figsize=(max(6.0, 0.6 * len(genes) + 2), 4), dpi=120)
-  ax = fig.add_subplot()
-  kinds = list(summary)
-  w = 0.8 / len(kinds)
-  xs = np.arange(len(genes))
-  for i, k in enumerate(kinds):
-    iv = [summary[k]["per_gene_auroc"][g] for g in genes]
-    mean = np.array([v["mean"] for v in iv])
-    err = np.array([(v["hi"] - v["lo"]) / 2 if np.isfinite(v["lo"]) else 0.0
-                    for v in iv])
-    ax.bar(xs + (i - (len(kinds) - 1) / 2) * w, mean, w, yerr=err,
-           label=summary[k]["label"], capsize=2)
-  ax.axhline(0.5, color="gray", lw=0.8, ls="--")
-  ax.set_xticks(xs, genes, rotation=45, ha="right", fontsize=7)
-  ax.set_ylabel("held-out-batch AUROC")
-  ax.set_ylim(0.2, 1.0)
-  ax.legend(fontsize=7, ncol=len(kinds))
-  ax.set_title("Gene vs control, leave one batch out")
-  fig.tight_layout()
-  fig.savefig(path)
-  return path
-
-
-def plot_wells_2d(features: dict[str, np.ndarray], batches, path) -> str:
-  """Wells on their top-2 principal components, coloured by batch."""
-  names, codes = np.unique(batches, return_inverse=True)
-  fig = figure.Figure(figsize=(3.2 * len(features), 3.4), dpi=120)
-  axes = fig.subplots(1, len(features), squeeze=False)[0]
-  for ax, (k, f) in zip(axes, features.items()):
-    f = np.asarray(f, np.float64)
-    f = (f - f.mean(0)) / np.maximum(f.std(0), 1e-12)
-    _, _, vt = np.linalg.svd(f, full_matrices=False)
-    p = f @ vt[:2].T
-    ax.scatter(p[:, 0], p[:, 1], c=codes, cmap="tab10", s=4, alpha=0.7,
-               vmin=0, vmax=max(9, len(names) - 1))
-    ax.set_title(batch_effects.LABELS[k], fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.suptitle("Wells (run 0), top-2 PCs of each transform's features; "
-               "colour = batch", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path)
-  return path
+def first_run_features(res: batch_effects.Analysis, x) -> dict[str, np.ndarray]:
+  """{transform label: run 0's [n, k] features}, for `plotting.plot_wells_2d`."""
+  return {batch_effects.LABELS[k]: np.asarray(batch_effects.apply(
+      jax.tree.map(lambda a: a[0], t), np.asarray(x)[0]))
+          for k, t in res.transforms.items()}
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -333,10 +293,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     json.dump(result, f, indent=2, default=float)
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write(to_markdown(result))
-  plot_auroc_per_gene(summary, genes, os.path.join(workdir,
-                                                   "auroc_per_gene.png"))
-  feats = {k: np.asarray(batch_effects.apply(
-      jax.tree.map(lambda a: a[0], t), x[0, keep]))
-           for k, t in res.transforms.items()}
-  plot_wells_2d(feats, batches[keep], os.path.join(workdir, "wells_2d.png"))
+  plotting.plot_batch_effect_auroc(
+      summary, genes, os.path.join(workdir, "auroc_per_gene.png"))
+  plotting.plot_wells_2d(first_run_features(res, x[:, keep]), batches[keep],
+                         os.path.join(workdir, "wells_2d.png"))
   return result
