@@ -12,6 +12,12 @@ always restorable. A step that exists but cannot be read (a truncated array
 file, an empty manifest) raises `CorruptCheckpoint`, one line naming the
 step and the directory; `restore_latest` then falls back to the newest
 intact step unless `strict`.
+
+A step may carry the state of a host data loader beside the model
+(`save(..., loader=...)`, a JSON-able dict; `loader_state(step)` reads it):
+then the step holds two Orbax items, "state" and "loader", written and
+committed together, so a resumed run continues the loader exactly where
+the saved model left it.
 """
 from __future__ import annotations
 
@@ -59,8 +65,15 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: Any) -> None:
-    """Starts an asynchronous save of `state` as `step`.
+  def save(self, step: int, state: Any,
+           loader: dict[str, Any] | None = None) -> None:
+    """Starts an asynchronous save of `state` (and `loader`) as `step`.
+
+    Args:
+      step: the step number.
+      state: a pytree of arrays.
+      loader: the JSON-able state of the data loader that fed `state`, or
+        None (model state only).
 
     Raises:
       OSError: ENOSPC when the directory's file system has less free space
@@ -74,8 +87,11 @@ class Checkpointer:
       raise OSError(errno.ENOSPC, f"{free >> 10} KiB free, a checkpoint of "
                     f"step {step} needs about {(size + _MARGIN) >> 10} KiB",
                     self.directory)
+    args = ocp.args.StandardSave(state)
+    if loader is not None:
+      args = ocp.args.Composite(state=args, loader=ocp.args.JsonSave(loader))
     try:
-      self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+      self._manager.save(step, args=args, force=True)
     except Exception as e:  # pylint: disable=broad-except
       _raise_if_disk_full(e, self.directory)
       raise
@@ -96,22 +112,48 @@ class Checkpointer:
       CorruptCheckpoint: the step exists but cannot be read.
       ValueError: the saved arrays have other shapes than the target.
     """
-    try:
+    with_loader = self._has_loader(step)
+
+    def restore(**kwargs):
+      args = ocp.args.StandardRestore(abstract_state, **kwargs)
+      if not with_loader:
+        return self._manager.restore(step, args=args)
       return self._manager.restore(
-          step, args=ocp.args.StandardRestore(abstract_state))
+          step, args=ocp.args.Composite(state=args))["state"]
+
+    try:
+      return restore()
     except Exception as e:  # Orbax / TensorStore raise many types  # pylint: disable=broad-except
       reason = " ".join(str(e).split())
       if len(reason) > 300:
         reason = reason[:300] + " ..."
       if "stored shape" in reason:
         if allow_resize:
-          return self._manager.restore(step, args=ocp.args.StandardRestore(
-              abstract_state, strict=False))
+          return restore(strict=False)
         raise ValueError(f"checkpoint step {step} in {self.directory} holds "
                          f"arrays of other shapes ({reason})") from e
       raise CorruptCheckpoint(
           f"checkpoint step {step} in {self.directory} cannot be read "
           f"({type(e).__name__}: {reason})") from e
+
+  def _has_loader(self, step: int) -> bool:
+    return os.path.isdir(os.path.join(self.directory, str(step), "loader"))
+
+  def loader_state(self, step: int) -> dict[str, Any] | None:
+    """The data loader's state saved with `step` (None if none was).
+
+    Raises:
+      CorruptCheckpoint: the saved loader state cannot be read.
+    """
+    if not self._has_loader(step):
+      return None
+    try:
+      return dict(self._manager.restore(step, args=ocp.args.Composite(
+          loader=ocp.args.JsonRestore()))["loader"])
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptCheckpoint(
+          f"checkpoint step {step} in {self.directory}: the data loader's "
+          f"state cannot be read ({type(e).__name__}: {e})") from e
 
   def restore_latest(self, abstract_state: Any, *, strict: bool = False,
                      allow_resize: bool = False) -> tuple[int | None, Any]:

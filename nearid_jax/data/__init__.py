@@ -12,7 +12,8 @@ Submodules (imported on use, so `import nearid_jax.data` stays light):
 set, procedural or stored, in the trainer's interface), `ground_truth` (the interface of
 factor-labelled datasets), `procedural` (dSprites, Shapes3D and harder
 variants rendered on device), `tfds_sources` and `builders` (stored
-datasets through TFDS, no TensorFlow), `cells` (Cell Painting-like wells
+datasets through TFDS, no TensorFlow), `streaming` (large stored sets read
+by Grain on the host and fed to the train step as arguments), `cells` (Cell Painting-like wells
 with batch effects), `embeddings` (per-well embedding tables), `registry`
 (every dataset by name).
 """

@@ -18,11 +18,16 @@ Procedural images are rendered on device from the step key (infinite data;
 the eval set is just another draw). `image_size` smaller than the native
 side average-pools the images (e.g. 64 -> 32 or 16 for CPU runs).
 
-Stored sets ("digits", "tfds/<name>") are read into device memory once per
-process and sampled the same way; the trainer closes over them, so their
-arrays are constants of its compiled step: right for small sets (digits, a
-`max_examples` subset), wasteful for multi-GB ones (which would need the
-dataset passed to the step as an argument).
+Stored sets ("digits", "tfds/<name>") up to `resident_max_mb` (as uint8)
+are read into device memory once per process and sampled the same way; the
+trainer closes over them, so their arrays are constants of its compiled
+step: right for small sets (digits, a `max_examples` subset). Larger
+stored sets are *streamed* (`streamed` is True): a Grain pipeline on the
+host reads their batches (`feed`, see `nearid_jax.data.streaming`), the
+trainer passes each chunk of batches to its step as an argument, and
+`prepare` turns a raw batch into the step's batch on the device. Every run
+of a program sees the same streamed batches, in an order fixed by the
+data seed; `sample` is not available for them.
 """
 from __future__ import annotations
 
@@ -42,6 +47,10 @@ PROCEDURAL = ("dsprites", "dsprites_binary", "color_dsprites",
 
 # Rows rendered per call when building the eval set (bounds peak memory).
 _EVAL_CHUNK = 1024
+# Stored sets up to this size (MB of uint8 images) stay in device memory by
+# default: digits, MNIST, a max_examples subset; dSprites (3.0 GB) and the
+# other full sets are streamed.
+RESIDENT_MAX_MB = 1024
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -54,12 +63,16 @@ def default_config() -> ml_collections.ConfigDict:
   image_size (0 = native, else average-pool down to this side); eval_size;
   seed (key of the eval set); positive_pairs (add "x_pos" for InfoNCE,
   procedural only); tfds_config, tfds_split, data_dir, max_examples (stored
-  sets only; "" and 0 mean the defaults and all rows).
+  sets only; "" and 0 mean the defaults and all rows); resident_max_mb
+  (stored sets up to this size, rows x H x W x C bytes as uint8, are held
+  in device memory; larger ones are streamed from the host; 0 streams
+  every stored set).
   """
   return ml_collections.ConfigDict(dict(
       name="images", dataset="dsprites", label_factor="shape", image_size=0,
       eval_size=2048, seed=0, positive_pairs=False, tfds_config="",
-      tfds_split="train", data_dir="", max_examples=0))
+      tfds_split="train", data_dir="", max_examples=0,
+      resident_max_mb=RESIDENT_MAX_MB))
 
 
 def _bad(field: str, msg: str):
@@ -84,6 +97,33 @@ def _dataset(dataset: str, stored_kwargs: tuple[tuple[str, Any], ...]):
   if dataset.startswith(STORED_PREFIX):
     return registry.get(dataset, **dict(stored_kwargs))
   return registry.get(dataset)
+
+
+def _open_stored(config):
+  """The TfdsSource of a stored `config.dataset` (all processes' rows)."""
+  from nearid_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
+  kwargs = _stored_kwargs(config)
+  kwargs.pop("max_examples", None)
+  return tfds_sources.open_source(config.dataset[len(STORED_PREFIX):],
+                                  shard_by_process=False, **kwargs)
+
+
+def stored_rows_and_mb(config) -> tuple[int, float]:
+  """(rows used, their size in MB as uint8) of a stored dataset."""
+  src = _open_stored(config)
+  rows = len(src)
+  if config.max_examples:
+    rows = min(rows, config.max_examples)
+  return rows, rows * float(np.prod(src.observation_shape)) / 2**20
+
+
+def is_streamed(config: ml_collections.ConfigDict) -> bool:
+  """Whether a data config's batches are streamed from the host (a stored
+  set larger than `resident_max_mb`)."""
+  if not config.dataset.startswith(STORED_PREFIX):
+    return False
+  return stored_rows_and_mb(config)[1] > config.get("resident_max_mb",
+                                                    RESIDENT_MAX_MB)
 
 
 def _describe(config) -> tuple[tuple[str, ...], tuple[int, ...],
@@ -126,6 +166,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
          "down).")
   if config.eval_size < 2:
     _bad("eval_size", f"must be >= 2, got {config.eval_size}.")
+  if config.get("resident_max_mb", RESIDENT_MAX_MB) < 0:
+    _bad("resident_max_mb", f"must be >= 0 (0: stream every stored set), "
+         f"got {config.resident_max_mb}.")
   if config.positive_pairs and config.dataset not in PROCEDURAL:
     _bad("positive_pairs", f"needs a procedural dataset ({PROCEDURAL}): "
          "the partner image is rendered from perturbed factors.")
@@ -170,12 +213,18 @@ class ImageData:
     validate_config(config)
     self.config = ml_collections.FrozenConfigDict(config)
     c = self.config
-    self.dataset = _dataset(c.dataset,
-                            tuple(sorted(_stored_kwargs(c).items())))
     self.spec = spec_from_config(config)
-    if hasattr(self.dataset, "num_rows"):  # stored: distinct rows, not grid
-      self.spec["num_examples"] = int(self.dataset.num_rows)
-    native = self.dataset.observation_shape[0]
+    self.streamed = is_streamed(c)
+    if self.streamed:
+      self.dataset, self.source = None, _open_stored(c)
+      self.spec["num_examples"], self.size_mb = stored_rows_and_mb(c)
+      native = self.source.observation_shape[0]
+    else:
+      self.dataset = _dataset(c.dataset,
+                              tuple(sorted(_stored_kwargs(c).items())))
+      if hasattr(self.dataset, "num_rows"):  # stored: distinct rows, not grid
+        self.spec["num_examples"] = int(self.dataset.num_rows)
+      native = self.dataset.observation_shape[0]
     self._pool = native // self.spec["obs_shape"][0]
     self._label = self.spec["factor_names"].index(c.label_factor)
 
@@ -183,8 +232,32 @@ class ImageData:
     return {"x": pool(images, self._pool), "u": values,
             "label": idx[:, self._label].astype(jnp.int32)}
 
+  def prepare(self, raw) -> dict[str, jax.Array]:
+    """A streamed batch (images uint8, factor indices, values) as the
+    step's batch (jittable): images scaled to [0, 1] and pooled."""
+    images, idx, values = raw
+    images = jnp.asarray(images).astype(jnp.float32) / 255.0
+    return self._batch(images, idx, jnp.asarray(values, jnp.float32))
+
+  def feed(self, batch_size: int, sharding: jax.sharding.Sharding,
+           state: dict[str, Any] | None = None):
+    """The host loader of a streamed set (`streaming.StreamFeed`), in the
+    order fixed by the data seed; `state` resumes it."""
+    from nearid_jax.data import streaming  # pylint: disable=g-import-not-at-top
+    seed = streaming.shuffle_seed(
+        jax.random.fold_in(jax.random.key(self.config.seed), 3))
+    return streaming.StreamFeed(self.source.read, self.spec["num_examples"],
+                                batch_size, seed, sharding, state)
+
   def sample(self, key: jax.Array, n: int) -> dict[str, jax.Array]:
     """A batch of n images with their factors (jittable, `n` static)."""
+    if self.streamed:
+      raise ValueError(
+          f"config.data.dataset = {self.config.dataset!r} "
+          f"({self.size_mb:.0f} MB) is streamed from the host (above "
+          f"config.data.resident_max_mb = {self.config.resident_max_mb}): "
+          "its batches come from `feed`, not `sample`. Raise "
+          "resident_max_mb to hold it in device memory.")
     k_data, k_pos = jax.random.split(key)
     images, idx, values = self.dataset.sample(k_data, n)
     batch = self._batch(images, idx, values)
@@ -215,6 +288,13 @@ class ImageData:
     """The fixed held-out set (same for every run and call), host arrays."""
     key = jax.random.fold_in(jax.random.key(self.config.seed), 1)
     n = self.config.eval_size
+    if self.streamed:  # rows drawn uniformly, as `sample` draws them
+      rows = np.asarray(jax.random.randint(key, (n,), 0,
+                                           self.spec["num_examples"]))
+      prepare = jax.jit(self.prepare)
+      parts = [jax.tree.map(np.asarray, prepare(self.source.read(
+          rows[s:s + _EVAL_CHUNK]))) for s in range(0, n, _EVAL_CHUNK)]
+      return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     draw = jax.jit(self.sample, static_argnums=1)
     parts = []
     for i, start in enumerate(range(0, n, _EVAL_CHUNK)):

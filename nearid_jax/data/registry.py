@@ -8,8 +8,9 @@
 Every result is a GroundTruthDataset: `sample(key, n)` runs inside a
 jitted train step. Stored sets (`tfds/<name>`) are read into device memory
 (`tfds_sources.load_in_memory`); to stream them instead use
-`tfds_sources.open_source` with `HostPipeline`. An unknown name raises
-UnknownDatasetError listing the known ones.
+`tfds_sources.open_source` with `HostPipeline` (the trainer streams sets
+larger than `config.data.resident_max_mb` itself, `data.streaming`). An
+unknown name raises UnknownDatasetError listing the known ones.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ triple of the procedural sets: (image, factor indices, factor values).
     source = open_source("shapes3d", data_dir="~/tensorflow_datasets")
     for images, idx, values in HostPipeline(source, 256, jax.random.key(0)):
       ...                                   # device arrays, per-host shard
+                                            # (Grain reads them)
 
     ds = load_in_memory("mpi3d", config="complex")   # an ArrayDataset:
     images, idx, values = ds.sample(key, 256)         # jittable, on device
@@ -23,11 +24,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
-import queue
-import threading
 from typing import Any, Iterator, Sequence
 
 from absl import logging
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -346,22 +346,14 @@ def from_builder(builder: tfds.core.DatasetBuilder, split: str = "train", *,
 # ---- the host input pipeline -------------------------------------------------
 
 
-def epoch_order(key: jax.Array, epoch: int, n: int,
-                shuffle: bool = True) -> np.ndarray:
-  """The row order of one epoch: a permutation fixed by (key, epoch)."""
-  if not shuffle:
-    return np.arange(n)
-  seed = np.asarray(jax.random.key_data(jax.random.fold_in(key, epoch)))
-  return np.random.default_rng(seed.ravel().astype(np.uint32)).permutation(n)
-
-
 class HostPipeline:
   """Shuffled, prefetched batches of a TfdsSource, deterministic given a key.
 
-  Each epoch visits this host's rows in the order `epoch_order(key, epoch)`;
-  a thread pool decodes batches (in order, so the content never depends on
-  thread timing) and a background thread keeps `prefetch` batches on the
-  device ahead of the consumer.
+  Grain reads them (`streaming.batch_rows`, the order of the trainer's
+  streamed data): each epoch visits this host's rows in a permutation fixed
+  by (key, epoch); its threads read `prefetch` batches ahead (in order, so
+  the content never depends on thread timing), and each batch is put on the
+  device as it is handed out (asynchronously).
 
   Args:
     source: a TfdsSource (or anything with `read(rows)` and `len`).
@@ -370,8 +362,8 @@ class HostPipeline:
     num_epochs: None for endless.
     shuffle: permute rows each epoch.
     drop_remainder: drop the last partial batch of an epoch.
-    prefetch: batches kept ahead on the device.
-    num_threads: decoding threads.
+    prefetch: batches read ahead.
+    num_threads: reading (decoding) threads.
     sharding: optional `jax.sharding.Sharding` for the batch; with several
       processes the per-host batches form one global array.
     float_images: convert uint8 images to float32 in [0, 1] on the device.
@@ -389,6 +381,7 @@ class HostPipeline:
                drop_remainder: bool = True, prefetch: int = 2,
                num_threads: int = 4, sharding=None,
                float_images: bool = True):
+    from nearid_jax.data import streaming  # pylint: disable=g-import-not-at-top
     self.source = source
     self.batch_size = ground_truth.check_n(batch_size)
     if key is None:
@@ -404,17 +397,15 @@ class HostPipeline:
           f"{getattr(source, 'name', 'source')} has {n} rows on this host, "
           f"fewer than one batch of {self.batch_size}; lower batch_size or "
           "set drop_remainder=False.")
+    self._rows = streaming.batch_rows(
+        n, self.batch_size, streaming.shuffle_seed(key),
+        num_epochs=num_epochs, drop_remainder=drop_remainder,
+        shuffle=shuffle)
 
   def batch_rows(self) -> Iterator[np.ndarray]:
     """The row indices of every batch, in order (host-side, cheap)."""
-    n, b = len(self.source), self.batch_size
-    epoch = 0
-    while self.num_epochs is None or epoch < self.num_epochs:
-      order = epoch_order(self.key, epoch, n, self.shuffle)
-      stop = n - n % b if self.drop_remainder else n
-      for start in range(0, stop, b):
-        yield order[start:start + b]
-      epoch += 1
+    for k in range(len(self._rows)):
+      yield self._rows[k]
 
   def _to_device(self, batch):
     images, idx, values = batch
@@ -428,48 +419,15 @@ class HostPipeline:
     return images, idx, values
 
   def __iter__(self):
-    q: queue.Queue = queue.Queue(maxsize=self.prefetch)
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-      while not stop.is_set():
-        try:
-          q.put(item, timeout=0.1)
-          return True
-        except queue.Full:
-          continue
-      return False
-
-    def produce():
-      try:
-        with concurrent.futures.ThreadPoolExecutor(self.num_threads) as pool:
-          rows_iter = self.batch_rows()
-          while not stop.is_set():
-            # Decode num_threads batches at a time; map() keeps their order.
-            chunk = [r for _, r in zip(range(self.num_threads), rows_iter)]
-            if not chunk:
-              break
-            for batch in pool.map(self.source.read, chunk):
-              if not put(self._to_device(batch)):
-                return
-        put(done)
-      except BaseException as e:  # pylint: disable=broad-except
-        put(e)  # re-raised in the consumer
-
-    thread = threading.Thread(target=produce, daemon=True)
-    thread.start()
+    batches = self._rows.map(self.source.read).to_iter_dataset(
+        grain.ReadOptions(num_threads=self.num_threads,
+                          prefetch_buffer_size=self.prefetch))
+    it = iter(batches)
     try:
-      while True:
-        item = q.get()
-        if item is done:
-          return
-        if isinstance(item, BaseException):
-          raise item
-        yield item
+      for batch in it:
+        yield self._to_device(batch)
     finally:
-      stop.set()
-      thread.join(timeout=5)
+      it.close()  # stops the reading threads (also on break / close())
 
 
 @jax.jit

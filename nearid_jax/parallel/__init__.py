@@ -11,6 +11,10 @@ or asks which backend it runs on.
   no collectives). One rule for any R (prime R too) on any D; every stage
   uses the same devices, so stages pass sharded arrays to each other with
   no trip through the host. `mesh` is the one place a mesh is built.
+  A run too large for one device adds a second axis, `DATA`: the mesh is
+  runs x data and each run's batch rows are split over its data devices
+  (`RunLayout.data_shards`, `RunLayout.batch_sharding`; the trainer's
+  `config.mesh`).
 * `rows`: the rows of ONE large run split over the devices (`Rows`,
   `row_shards`): sums over rows are computed per device and added with
   `psum`.
@@ -26,7 +30,7 @@ given one device per core (`XLA_FLAGS=--xla_force_host_platform_device_count
 devices run in parallel threads. Within a device, CPU maps its runs one
 after another (see `Policy.runs_per_group`); accelerators vmap them.
 
-Beyond one host (a second "data" axis inside a run, global meshes): `mesh`,
+Beyond one host (global meshes): `mesh`,
 `devices` and `RunLayout.place` are the three functions that change.
 
 Examples:
@@ -53,6 +57,7 @@ from nearid_jax.parallel.rows import row_sharding
 from nearid_jax.parallel.rows import row_shards
 from nearid_jax.parallel.rows import ROWS
 from nearid_jax.parallel.rows import Rows
+from nearid_jax.parallel.runs import DATA
 from nearid_jax.parallel.runs import device_count
 from nearid_jax.parallel.runs import devices
 from nearid_jax.parallel.runs import map_local
@@ -68,7 +73,7 @@ from nearid_jax.parallel.runs import RUNS
 
 __all__ = [
     "Policy", "policy", "set_policy", "using", "jit", "single_threaded_blas",
-    "host_call", "RUNS", "ROWS", "devices", "device_count", "mesh",
+    "host_call", "RUNS", "DATA", "ROWS", "devices", "device_count", "mesh",
     "RunLayout", "run_layout", "map_runs", "map_local", "on_devices",
     "process_local", "Rows",
     "row_shards", "row_sharding", "chunked_sum",

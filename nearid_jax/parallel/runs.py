@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from nearid_jax.parallel import backend as policy_lib
 
 RUNS = "runs"  # the mesh axis of the run axis
+DATA = "data"  # the mesh axis of one run's batch rows (data parallel)
 
 
 def devices() -> list[jax.Device]:
@@ -98,39 +99,73 @@ def device_count() -> int:
   return len(devices())
 
 
-def mesh(num_devices: int | None = None, axis: str = RUNS
-         ) -> jax.sharding.Mesh:
-  """The 1-D mesh named `axis` over the first `num_devices` local devices.
+def mesh(num_devices: int | None = None, axis: str = RUNS, *,
+         data: int = 1) -> jax.sharding.Mesh:
+  """The mesh of `num_devices` (x `data`) local devices.
 
-  The only place the library builds a mesh. Cached: one mesh object per
-  (devices, axis).
+  The only place the library builds a mesh. With `data` = 1 (the default)
+  it is the 1-D mesh named `axis`; with `data` > 1 it is the 2-D mesh
+  (`num_devices`, `data`) named (`axis`, `DATA`) over the first
+  `num_devices * data` devices: each run's batch rows are split over the
+  second axis (data parallel, see `RunLayout`). Cached: one mesh object per
+  (shape, axes).
 
   Args:
-    num_devices: None for `device_count()`.
-    axis: the axis name ("runs" for runs, "rows" for one run's rows).
+    num_devices: devices along `axis`; None for `device_count()`.
+    axis: the first axis' name ("runs" for runs, "rows" for one run's rows).
+    data: devices along the `DATA` axis.
+
+  Raises:
+    ValueError: more devices asked for than there are.
+
+  Examples:
+    >>> from nearid_jax import parallel
+    >>> parallel.mesh(1).axis_names
+    ('runs',)
+    >>> m = parallel.mesh(1, data=1)
+    >>> dict(m.shape)
+    {'runs': 1}
   """
   n = device_count() if num_devices is None else num_devices
-  return _mesh(n, axis)
+  # The pool is part of the key: inside `process_local()` the same shape
+  # means another set of devices.
+  return _mesh(n, axis, int(data), tuple(_pool()))
 
 
 @functools.cache
-def _mesh(n: int, axis: str) -> jax.sharding.Mesh:
+def _mesh(n: int, axis: str, data: int, pool: tuple[jax.Device, ...]
+          ) -> jax.sharding.Mesh:
+  shape, names = ((n,), (axis,)) if data == 1 else ((n, data), (axis, DATA))
+  if n < 1 or data < 1 or n * data > len(pool):
+    raise ValueError(f"a mesh of {' x '.join(map(str, shape))} devices "
+                     f"({', '.join(names)}) does not fit the "
+                     f"{len(pool)} device(s).")
   # Auto axes: the results are ordinary arrays to the code around them (an
   # Explicit axis would follow them into the caller's indexing).
-  return jax.make_mesh((n,), (axis,), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=_pool()[:n])
+  return jax.make_mesh(shape, names,
+                       axis_types=(jax.sharding.AxisType.Auto,) * len(shape),
+                       devices=pool[:n * data])
 
 
 @dataclasses.dataclass(frozen=True)
 class RunLayout:
   """Where R runs live: D devices, R padded to a multiple of D.
 
+  With `data_shards` S > 1 the mesh is D x S (`mesh(D, data=S)`): the run
+  axis is split over the D rows of devices as before and every run is
+  replicated over its S devices, which split the run's batch rows between
+  them (`batch_sharding`). Programs then use sharding constraints (the
+  compiler adds the all-reduce of gradients over the S shards) instead of
+  `map_runs`' collective-free shard_map.
+
   Attributes:
     num_runs: R, the real runs.
-    num_devices: D.
+    num_devices: D, the devices along the run axis.
+    data_shards: S, the devices each run's batch is split over.
   """
   num_runs: int
   num_devices: int
+  data_shards: int = 1
 
   @property
   def per_device(self) -> int:
@@ -149,12 +184,20 @@ class RunLayout:
 
   @property
   def mesh(self) -> jax.sharding.Mesh:
-    return mesh(self.num_devices)
+    return mesh(self.num_devices, data=self.data_shards)
 
   @property
   def sharding(self) -> NamedSharding:
-    """[R_padded, ...] arrays split over the devices along the run axis."""
+    """[R_padded, ...] arrays split over the devices along the run axis
+    (and copied over the data shards)."""
     return NamedSharding(self.mesh, P(RUNS))
+
+  def batch_sharding(self, batch_axis: int = 0) -> NamedSharding:
+    """Arrays shared by every run whose axis `batch_axis` holds batch rows:
+    the rows split over the data shards, a copy on every run shard."""
+    if self.data_shards == 1:
+      return self.replicated
+    return NamedSharding(self.mesh, P(*([None] * batch_axis), DATA))
 
   @property
   def replicated(self) -> NamedSharding:
@@ -203,7 +246,7 @@ class RunLayout:
 
   def constrain(self, tree):
     """Inside jit: leaves [R_padded, ...] laid out along the run axis."""
-    if self.num_devices == 1:
+    if self.num_devices * self.data_shards == 1:
       return tree
     return lax.with_sharding_constraint(tree, self.sharding)
 

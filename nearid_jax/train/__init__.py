@@ -22,6 +22,12 @@ grid points differ only by their hyper-parameters); the key of step t is
 fold_in(run key, t), so a resumed run draws exactly the batches an
 uninterrupted one would have drawn.
 
+Devices and data. `config.mesh` (runs x data) splits one run's batch over
+several devices (data parallel) besides the run axis; stored datasets
+larger than `config.data.resident_max_mb` are streamed from the host
+(Grain) and passed to each chunk as an argument, their loader state saved
+in every checkpoint (see `train.devices`, `data.streaming`).
+
 Modules: `config` (fields, checks, run table), `trainer` (the pure
 computation), `devices` (mesh, sharding, host transfers) and `driver` (the
 host loop that writes the workdir). This package re-exports their public
@@ -35,6 +41,7 @@ from nearid_jax.train.config import config_diff
 from nearid_jax.train.config import default_config
 from nearid_jax.train.config import GRIDABLE
 from nearid_jax.train.config import make_run_table
+from nearid_jax.train.config import mesh_shape
 from nearid_jax.train.config import RESUMABLE
 from nearid_jax.train.config import RunTable
 from nearid_jax.train.config import validate_config
@@ -51,7 +58,7 @@ from nearid_jax.train.trainer import weight_decay_mask
 
 __all__ = [
     "config_diff", "default_config", "GRIDABLE", "get_trainer", "load_trained",
-    "make_optimizer", "make_run_table", "make_train", "param_checksum",
-    "RESUMABLE", "run", "RunTable", "Trainer", "TrainState", "validate_config",
-    "weight_decay_mask", "workdir_config_diff",
+    "make_optimizer", "make_run_table", "make_train", "mesh_shape",
+    "param_checksum", "RESUMABLE", "run", "RunTable", "Trainer", "TrainState",
+    "validate_config", "weight_decay_mask", "workdir_config_diff",
 ]

@@ -34,12 +34,14 @@ GRIDABLE = {
 # The ONE list of fields that may differ when a workdir is resumed (by the
 # trainer) or a report is rerun (as "train.<field>"): they change neither the
 # computation's numbers nor its result. log_every / checkpoint_every only move
-# the chunk boundaries (the driver realigns its chunks to them); num_devices
-# and runs_per_group only move runs between devices; keep_checkpoints,
-# progress and the eval settings only change what is written.
+# the chunk boundaries (the driver realigns its chunks to them); num_devices,
+# runs_per_group and the mesh only move runs (or a run's batch rows) between
+# devices (data shards sum a batch's gradients in another order: equal to
+# float rounding); keep_checkpoints, progress and the eval settings only
+# change what is written.
 RESUMABLE = ("log_every", "checkpoint_every", "keep_checkpoints",
-             "progress", "num_devices", "runs_per_group", "eval.layers",
-             "eval.batch_size", "eval.pool")
+             "progress", "num_devices", "runs_per_group", "mesh.runs",
+             "mesh.data", "eval.layers", "eval.batch_size", "eval.pool")
 _POOLS = ("flatten", "mean")
 
 
@@ -83,6 +85,12 @@ def _diff(old: dict, new: dict, prefix: str, ignore: set[str]) -> list[str]:
     if path in ignore:
       continue
     a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+    # A section one side lacks (a config older than the section) is
+    # compared field by field, so ignored fields stay ignored.
+    if isinstance(a, dict) and b == "<missing>":
+      b = {}
+    if isinstance(b, dict) and a == "<missing>":
+      a = {}
     if isinstance(a, dict) and isinstance(b, dict):
       diffs += _diff(a, b, path + ".", ignore)
     elif a != b:
@@ -104,6 +112,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000  # a multiple of log_every
   c.keep_checkpoints = 2
   c.num_devices = 0          # 0: all devices
+  # The device mesh (runs x data) of those devices: `runs` devices split the
+  # run axis, and each run's batch rows are split over `data` devices (data
+  # parallel: one large run on several devices; gradients are averaged over
+  # the shards). 0: the devices left over by the other (both 0: all on
+  # runs). batch_size must be a multiple of the data shards.
+  c.mesh = ml_collections.ConfigDict(dict(runs=0, data=1))
   # Runs vmapped together on a device; a device's groups run one after
   # another. 0: auto (4 on CPU, where a group's weights and activations stay
   # in cache; all of them on GPU/TPU).
@@ -157,6 +171,38 @@ class RunTable:
       tag = ",".join(f"{k}={v:g}" for k, v in point.items())
       out.append(f"seed{s}" + (f"[{tag}]" if tag else ""))
     return out
+
+
+def mesh_shape(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(run shards, data shards) of `config.mesh` on the config's devices.
+
+  Raises:
+    ValueError: naming config.mesh.runs / .data / num_devices when the mesh
+      does not fit the devices.
+
+  Examples:
+    >>> config = default_config()
+    >>> config.num_devices, config.mesh.data = 1, 1
+    >>> mesh_shape(config)
+    (1, 1)
+  """
+  total = config.num_devices or parallel.device_count()
+  mesh = config.get("mesh", None) or {}
+  runs, data = int(mesh.get("runs", 0)), int(mesh.get("data", 1))
+  if runs < 0 or data < 0:
+    raise ValueError(f"config.mesh: runs = {runs} and data = {data} must be "
+                     ">= 0 (0: the devices left over by the other).")
+  if not data:
+    data = max(total // (runs or total), 1) if runs else 1
+  if not runs:
+    runs = total // data
+  if runs < 1 or runs * data > total:
+    raise ValueError(
+        f"config.mesh: runs x data = {runs} x {data} devices does not fit "
+        f"the {total} device(s) of config.num_devices = {config.num_devices}"
+        f"{' (all)' if not config.num_devices else ''}; choose "
+        f"config.mesh.runs * config.mesh.data <= {total}.")
+  return runs, data
 
 
 def make_run_table(config: ml_collections.ConfigDict,
@@ -213,6 +259,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.num_devices < 0 or config.num_devices > jax.device_count():
     bad("num_devices", f"= {config.num_devices}, but {jax.device_count()} "
         "device(s) exist; use 0 for all of them.")
+  _, data_shards = mesh_shape(config)
+  if config.batch_size % data_shards:
+    bad("batch_size", f"= {config.batch_size} must be a multiple of the "
+        f"{data_shards} data shards (config.mesh.data): each shard takes "
+        "batch_size / data rows.")
   data_lib.validate_config(config.data)
   if config.objective.name not in objectives.OBJECTIVES:
     bad("objective.name", f"unknown objective {config.objective.name!r}; "

@@ -169,14 +169,30 @@ def _run(trainer, workdir, overwrite, strict, on_chunk, primary):
     # saved run's (num_devices is RESUMABLE); padding runs are never read.
     start, state = ckpt.restore_latest(abstract, strict=strict,
                                        allow_resize=True)
+    loader = None
     if start is None:
       start = 0
       state = trainer.init_jit(key)
-    elif primary:
-      print(f"Resuming {workdir} from step {start} of {config.num_steps}.")
+    else:
+      loader = ckpt.loader_state(start)
+      if primary:
+        print(f"Resuming {workdir} from step {start} of {config.num_steps}.")
+    feed = None
+    if trainer.streamed and start < config.num_steps:
+      if start and loader is None:
+        raise ckpt_lib.CorruptCheckpoint(
+            f"checkpoint step {start} in {ckpt.directory} holds no data "
+            "loader state, which streamed data need to resume; pass "
+            "--overwrite to train from the start.")
+      feed = trainer.feed(loader)
     writer = metric_writers.MetricWriter(workdir, names, resume_step=start,
                                          enabled=primary)
-    state = _train_loop(trainer, state, key, start, ckpt, writer, on_chunk)
+    try:
+      state = _train_loop(trainer, state, key, start, ckpt, writer, on_chunk,
+                          feed)
+    finally:
+      if feed is not None:
+        feed.close()
     writer.close()
     ckpt.wait()
   return _finish(trainer, state, workdir, primary)
@@ -218,7 +234,8 @@ def load_trained(workdir: str, step: int | None = None
   return trainer, state
 
 
-def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk):
+def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk,
+                feed=None):
   config = trainer.config
   if start >= config.num_steps:
     return state
@@ -231,8 +248,19 @@ def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk):
   except ImportError:
     bar = None
   t0 = time.time()
-  for step, end in chunk_bounds(start, config.num_steps, config.log_every):
-    state, metrics = trainer.chunk_jit(state, key, length=end - step)
+  bounds = chunk_bounds(start, config.num_steps, config.log_every)
+  # Streamed data: the next chunk's batches are read and put on the devices
+  # while the device computes this chunk (its dispatch does not wait).
+  batches = feed.next_chunk(bounds[0][1] - bounds[0][0]) if feed else None
+  for i, (step, end) in enumerate(bounds):
+    extra = {} if feed is None else {"batches": batches}
+    state, metrics = trainer.chunk_jit(state, key, length=end - step,
+                                       **extra)
+    position = None
+    if feed is not None:
+      position = feed.position  # the loader after this chunk's batches
+      if i + 1 < len(bounds):
+        batches = feed.next_chunk(bounds[i + 1][1] - bounds[i + 1][0])
     if step == start:
       logging.info("First chunk (compile + %d steps): %.1fs",
                    end - step, time.time() - t0)
@@ -243,7 +271,7 @@ def _train_loop(trainer, state, key, start, ckpt, writer, on_chunk):
     scalars["diverged"] = diverged
     writer.write(end, scalars)
     if end % config.checkpoint_every == 0 or end == config.num_steps:
-      ckpt.save(end, state)
+      ckpt.save(end, state, loader=position)
     if bar is not None:
       loss = scalars["loss"][~diverged]
       bar.set_postfix(loss=f"{np.median(loss):.4g}" if loss.size else "-",

@@ -22,7 +22,9 @@ from nearid_jax import data as data_lib
 from nearid_jax import models
 from nearid_jax import objectives
 from nearid_jax.train import devices
-from nearid_jax.train.config import make_run_table, validate_config
+from nearid_jax.train.config import make_run_table
+from nearid_jax.train.config import mesh_shape
+from nearid_jax.train.config import validate_config
 
 
 @flax.struct.dataclass
@@ -110,12 +112,16 @@ class Trainer:
   def __init__(self, config: ml_collections.ConfigDict):
     validate_config(config)
     self.config = ml_collections.FrozenConfigDict(config)
-    self.placement = devices.RunPlacement(config.num_devices,
-                                          config.runs_per_group)
+    run_shards, data_shards = mesh_shape(config)
+    self.placement = devices.RunPlacement(run_shards, config.runs_per_group,
+                                          data_shards)
     self.mesh = self.placement.mesh
     self.sharding = self.placement.sharding
     self.runs = make_run_table(config, self.placement.num_devices)
     self.data = data_lib.build_data(config.data)
+    # Stored data too large for device memory: batches come from the host
+    # (`feed`), as an argument of `chunk`.
+    self.streamed = bool(getattr(self.data, "streamed", False))
     self.spec = self.data.spec
     self.eval_batch = self.data.eval_set()
     self.layers = tuple(config.eval.layers)
@@ -142,7 +148,10 @@ class Trainer:
 
   def _init_one(self, run_key, hparams) -> TrainState:
     k_init, _ = jax.random.split(run_key)
-    example = self.data.sample(jax.random.key(0), 2)["x"]
+    if self.streamed:  # init needs only the input's shape
+      example = jnp.zeros((2,) + tuple(self.spec["obs_shape"]), jnp.float32)
+    else:
+      example = self.data.sample(jax.random.key(0), 2)["x"]
     variables = dict(self.model(hparams).init(k_init, example))
     params = variables.pop("params")
     return TrainState(
@@ -151,10 +160,16 @@ class Trainer:
         diverged_step=jnp.full((), -1, jnp.int32),
         loss=jnp.full((), jnp.nan, jnp.float32))
 
-  def _step_one(self, state: TrainState, run_key, hparams):
+  def _step_one(self, state: TrainState, run_key, hparams, raw=None):
     _, k_steps = jax.random.split(run_key)
     k_data, k_loss = jax.random.split(jax.random.fold_in(k_steps, state.step))
-    batch = self.data.sample(k_data, self.config.batch_size)
+    if raw is None:
+      batch = self.data.sample(k_data, self.config.batch_size)
+    else:  # a streamed batch, an argument of the step
+      batch = self.data.prepare(raw)
+    # With data shards each shard draws and steps its rows of the batch;
+    # the loss and gradient means over the rows become all-reduces.
+    batch = self.placement.constrain_rows(batch)
     loss_fn = self.loss_fn(hparams)
 
     def objective(params):
@@ -204,20 +219,47 @@ class Trainer:
     return jax.vmap(self._init_one)(self.run_keys(key), self._hparams())
 
   def chunk(self, state: TrainState, key: jax.Array,
-            length: int | None = None):
+            length: int | None = None, batches: Any = None):
     """Advances every run by `length` steps (default `log_every`).
+
+    Args:
+      state: the stacked state.
+      key: the base key.
+      length: steps.
+      batches: streamed data only: the chunk's raw batches, leaves
+        [length, batch_size, ...] (from `feed`), shared by every run.
 
     Returns:
       (state, metrics) with metrics {name: [N_padded, length]}.
+
+    Raises:
+      ValueError: streamed data without `batches`.
     """
     length = length or self.config.log_every
+    if self.streamed and batches is None:
+      raise ValueError(
+          f"config.data.dataset = {self.config.data.dataset!r} is streamed "
+          "from the host: pass the chunk's batches (Trainer.feed) to "
+          "chunk; train.run does.")
 
-    def one(st, run_key, hp):
-      return jax.lax.scan(lambda s, _: self._step_one(s, run_key, hp), st,
-                          None, length=length)
+    def one(st, run_key, hp, *shared):
+      return jax.lax.scan(
+          lambda s, raw: self._step_one(s, run_key, hp, raw), st,
+          shared[0] if shared else None, length=length)
 
     return self.placement.map_runs(one, self._constrain(state),
-                                   self.run_keys(key), self._hparams())
+                                   self.run_keys(key), self._hparams(),
+                                   shared=batches)
+
+  def feed(self, state: dict[str, Any] | None = None):
+    """The host loader of streamed data (`data.streaming.StreamFeed`):
+    chunks of batches laid out for `chunk` (rows over the data shards).
+
+    Args:
+      state: a saved `StreamFeed.position` to resume from.
+    """
+    return self.data.feed(self.config.batch_size,
+                          self.placement.batch_sharding(batch_axis=1), state)
 
   def runs_per_group(self, local_runs: int) -> int:
     """How many of a device's runs are vmapped together (config doc)."""
@@ -321,6 +363,11 @@ def make_train(config: ml_collections.ConfigDict) -> Callable:
     (2, 4)
   """
   trainer = get_trainer(config)
+  if trainer.streamed:
+    raise ValueError(
+        f"config.data.dataset = {config.data.dataset!r} is streamed from the "
+        "host (larger than config.data.resident_max_mb), so training cannot "
+        "be one pure function; use train.run, or raise resident_max_mb.")
   n_chunks = config.num_steps // config.log_every
   n_runs = trainer.runs.num_runs
 
