@@ -64,17 +64,21 @@ test: $(VENV)/.installed-test
 # core each): a fresh venv with the package installed as a wheel (not
 # editable), `nearid-report` run from outside the repository, and the
 # notebooks. A version that is not installed here is skipped, said so.
-test-other-pythons:
+# The wheel is built once, before the versions run in parallel (two pip
+# builds of one tree race in its build/ directory); it is pure Python.
+test-other-pythons: $(VENV)/.installed-test
+	@rm -rf .wheel && $(PIP) wheel --no-deps -w .wheel . > /dev/null
 	@$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix test-python-,$(OTHER_PYTHONS))
 
 test-python-%:
 	@py=$$(.ci/find_python $*) || { echo "SKIP: Python $* is not installed here (looked for python$* on the PATH and under pyenv)"; exit 0; }; \
 	  venv=.venv-wheel-py$*; pip="$$venv/bin/python -m pip --disable-pip-version-check -q"; \
+	  whl=$$(ls .wheel/nearid_jax-*.whl 2>/dev/null) || { echo "no wheel in .wheel/: run make test-other-pythons" >&2; exit 1; }; \
 	  echo "== Python $* ($$py): the wheel, nearid-report :smoke, the notebooks"; \
 	  if [ ! -x $$venv/bin/python ]; then $$py -m venv $$venv && $$pip install --upgrade pip || exit 1; fi; \
 	  if [ ! -e $$venv/.installed-test ] || [ setup.cfg -nt $$venv/.installed-test ]; then \
-	    $$pip install ".[test]" && touch $$venv/.installed-test || exit 1; fi; \
-	  $$pip install --no-deps --force-reinstall . || exit 1; \
+	    $$pip install "$$whl[test]" && touch $$venv/.installed-test || exit 1; fi; \
+	  $$pip install --no-deps --force-reinstall "$$whl" || exit 1; \
 	  tmp=$$(mktemp -d); \
 	  (cd $$tmp && $(CURDIR)/$$venv/bin/nearid-report --config=identifiability:smoke --workdir=$$tmp/report) || exit 1; \
 	  rm -rf $$tmp; \
@@ -84,4 +88,4 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python -m benchmarks.train_throughput
 
 clean:
-	rm -rf $(VENV) $(addprefix .venv-py,$(SUPPORTED_PYTHONS)) $(addprefix .venv-wheel-py,$(SUPPORTED_PYTHONS)) results
+	rm -rf .wheel $(VENV) $(addprefix .venv-py,$(SUPPORTED_PYTHONS)) $(addprefix .venv-wheel-py,$(SUPPORTED_PYTHONS)) results
