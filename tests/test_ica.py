@@ -314,6 +314,56 @@ def test_rows_split_over_devices_equal_one_device(small, algorithm, solver):
                                rtol=2e-3, atol=2e-4, err_msg=f)
 
 
+def test_warm_start_reaches_the_full_data_fixed_point():
+  # n = 30,000 rows: "auto" warms up on every 2nd row. The answer must be
+  # the full data's fixed point (scikit-learn's, from the same start), not
+  # the subsample's: an explicit coarse stride lands on the same point.
+  rng = np.random.default_rng(5)
+  a = _mixing(rng, 4, 10.0)
+  x = (_sources(rng, 30_000, 4, "mixed") @ a.T).astype(np.float32)
+  w0 = rng.normal(size=(4, 4)).astype(np.float32)
+  assert ica._warm_stride("auto", 30_000, 4, "parallel") == 2
+  kw = dict(w_init=w0, tol=1e-6, max_iter=400)
+  cold = ica.fastica(x, jax.random.key(0), warm_start=None, **kw)
+  sk = _sk_fit(x, w0, whiten_solver="eigh", algorithm="parallel",
+               fun="logcosh", tol=1e-6, max_iter=400)
+  for ws in ("auto", 16):
+    warm = ica.fastica(x, jax.random.key(0), warm_start=ws, **kw)
+    assert bool(warm.converged)
+    # Far closer to the cold fit than the subsample's own fixed point is.
+    sub = ica.fastica(x[::16], jax.random.key(0), warm_start=None, **kw)
+    between = _amari(np.asarray(warm.unmixing), np.linalg.pinv(
+        np.asarray(cold.unmixing)))
+    sub_gap = _amari(np.asarray(sub.unmixing), np.linalg.pinv(
+        np.asarray(cold.unmixing)))
+    to_sk = _amari(np.asarray(warm.unmixing), np.linalg.pinv(sk.components_))
+    # (float32 against scikit-learn's float64 whitening: ~1e-4 either way.)
+    assert between < 1e-4 and to_sk < 1e-3 < sub_gap, (
+        ws, between, to_sk, sub_gap)
+  # Deflation and small n run scikit-learn's schedule.
+  assert ica._warm_stride("auto", 30_000, 4, "deflation") == 1
+  assert ica._warm_stride("auto", 20_000, 4, "parallel") == 1
+
+
+@pytest.mark.parametrize("stride", [2, 6])
+def test_warm_start_on_rows_split_over_devices(small, stride):
+  # Each device strides its own rows, so the subsample differs from the
+  # one-device one; both end at the full data's fixed point. At stride 6
+  # (84 rows per device, 83 per component) the subsample stage wanders and
+  # is cut at _WARM_MAX_ITER; the full data then converge.
+  x, _ = small
+  kw = dict(warm_start=stride, chunk_size=64, tol=1e-6)
+  cold = ica.fastica(x, jax.random.key(3), warm_start=None, tol=1e-6)
+  with parallel.using(min_shard_rows=100, min_shard_rows_per_dim=1):
+    split = ica.fastica(x, jax.random.key(3), **kw)
+  one = ica.fastica(x, jax.random.key(3), **kw)
+  for res in (split, one):
+    assert bool(res.converged)
+    assert int(res.n_iter) <= ica._WARM_MAX_ITER + int(cold.n_iter) + 5
+    assert _amari(np.asarray(res.unmixing),
+                  np.linalg.pinv(np.asarray(cold.unmixing))) < 1e-4
+
+
 def test_same_key_gives_identical_results(small):
   x, _ = small
   a = ica.fastica(x, jax.random.key(4), algorithm="deflation")
@@ -376,6 +426,11 @@ def test_bad_shapes_dtypes_and_options(small):
     ica.fastica(x, key, n_components=5)
   with pytest.raises(ValueError, match="n_restarts=1"):
     ica.fastica(x, key, w_init=np.eye(4), n_restarts=2)
+  for bad in (0, True, "on", 2.0):
+    with pytest.raises(ValueError, match="warm_start must be"):
+      ica.fastica(x, key, warm_start=bad)
+  with pytest.raises(ValueError, match="warm_start=500 leaves 4 of n=2000"):
+    ica.fastica(x, key, warm_start=500)
 
 
 def test_constant_and_dependent_columns(small):

@@ -7,6 +7,7 @@ runs is split by runs instead, `map_runs`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -51,12 +52,36 @@ def row_sharding(n: int, shards: int) -> NamedSharding | None:
   return NamedSharding(runs_lib.mesh(shards, ROWS), P(ROWS))
 
 
-def chunked_sum(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int):
+def chunked_sum(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int,
+                lanes: int | None = None):
   """Sum of the pytree fn(rows) over consecutive row chunks of x [n, ...].
 
   A `fori_loop` over chunks, so the intermediates of fn stay chunk-sized
-  (cache-sized on CPU; bounded memory for n = 10^7 on an accelerator).
+  (cache-sized on CPU; bounded memory for n = 10^7 on an accelerator). Each
+  step takes `lanes` chunks (None: the policy's `chunk_lanes`), each summed
+  into its own accumulator: independent work XLA:CPU runs on several cores.
   """
+  lanes = policy_lib.policy().chunk_lanes if lanes is None else lanes
+  n = x.shape[0]
+  steps, rem = divmod(n, chunk * lanes)
+  if lanes == 1 or steps == 0:
+    return _chunked_sum_one_lane(fn, x, chunk)
+  shapes = jax.eval_shape(
+      fn, jax.ShapeDtypeStruct((chunk,) + x.shape[1:], x.dtype))
+  zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+  def body(i, accs):
+    return tuple(
+        jax.tree.map(jnp.add, acc, fn(lax.dynamic_slice_in_dim(
+            x, (i * lanes + j) * chunk, chunk, axis=0)))
+        for j, acc in enumerate(accs))
+  accs = lax.fori_loop(0, steps, body, (zeros,) * lanes)
+  if rem:
+    accs += (_chunked_sum_one_lane(fn, x[steps * lanes * chunk:], chunk),)
+  return functools.reduce(lambda a, b: jax.tree.map(jnp.add, a, b), accs)
+
+
+def _chunked_sum_one_lane(fn, x, chunk):
   n = x.shape[0]
   nc, rem = divmod(n, chunk)
   out = None
@@ -130,6 +155,16 @@ class Rows:
       return Rows(fn(self.block), 1, self.chunk)
     return Rows(self._per_shard(fn, P(ROWS)), self.shards, self.chunk,
                 _tail=fn(self.tail))
+
+  def every(self, stride: int) -> "Rows":
+    """Every `stride`-th row (each device's block strided on its own), same
+    split: a subsample spread over the whole run, whatever its row order."""
+    if stride == 1:
+      return self
+    if self.shards == 1:
+      return Rows(self.block[::stride], 1, self.chunk)
+    return Rows(self._per_shard(lambda xl: xl[::stride], P(ROWS)),
+                self.shards, self.chunk, _tail=self.tail[::stride])
 
   def blocks(self, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """fn of each device's block of rows, stacked: [shards * m, ...].
