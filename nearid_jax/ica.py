@@ -457,11 +457,17 @@ def _finish(x, key, w_init, tol, max_iter, alpha, mean, lam, u,
   n_cand = ws.shape[0]
 
   def moments(xc):
-    # One 2-D product for all candidates (a batched dot is slower on CPU).
-    y = jnp.matmul(ws.reshape(n_cand * k, k), xc.T, precision=_HIGHEST)
-    y = y.reshape(n_cand, k, -1)
-    return (jnp.sum(y, -1), jnp.sum(y * y, -1), jnp.sum(y * y * y, -1),
-            jax.vmap(h)(y))
+    # One 2-D product for all candidates (a batched dot is slower on CPU),
+    # rows by components: the sums then run down columns, which XLA:CPU
+    # vectorises (half the time of sums along rows at n = 1e5, d = 48-64).
+    y = jnp.matmul(xc, ws.reshape(n_cand * k, k).T, precision=_HIGHEST)
+    y2 = y * y
+    sums = [jnp.sum(y, 0), jnp.sum(y2, 0), jnp.sum(y2 * y, 0)]
+    if callable(cfg.fun):  # a user contrast takes [components, samples]
+      hs = jax.vmap(h)(y.T.reshape(n_cand, k, -1))
+    else:
+      hs = jnp.sum(_BIG_G[cfg.fun](y, alpha), 0).reshape(n_cand, 1, k)
+    return tuple(a.reshape(n_cand, k) for a in sums) + (hs,)
   s1, s2, s3, hs = xw.sum(moments)
   objs = jax.vmap(lambda t: _objective(cfg.fun, alpha, t, n, dtype))(hs)
   best = jnp.argmax(jnp.where(jnp.isnan(objs), -jnp.inf, objs))

@@ -63,6 +63,9 @@ def chunked_sum(fn: Callable[[jax.Array], Any], x: jax.Array, chunk: int,
   """
   lanes = policy_lib.policy().chunk_lanes if lanes is None else lanes
   n = x.shape[0]
+  # Fewer rows than `lanes` chunks: smaller chunks, so the lanes still run
+  # side by side (down to 256 rows each).
+  chunk = max(min(chunk, n // lanes), min(chunk, 256))
   steps, rem = divmod(n, chunk * lanes)
   if lanes == 1 or steps == 0:
     return _chunked_sum_one_lane(fn, x, chunk)
@@ -161,10 +164,13 @@ class Rows:
     split: a subsample spread over the whole run, whatever its row order."""
     if stride == 1:
       return self
+    # Copied once (the barrier): otherwise XLA fuses the strided slice into
+    # the loops that read it, and every pass strides through all n rows.
+    take = lambda a: lax.optimization_barrier(a[::stride])  # noqa: E731
     if self.shards == 1:
-      return Rows(self.block[::stride], 1, self.chunk)
-    return Rows(self._per_shard(lambda xl: xl[::stride], P(ROWS)),
-                self.shards, self.chunk, _tail=self.tail[::stride])
+      return Rows(take(self.block), 1, self.chunk)
+    return Rows(self._per_shard(take, P(ROWS)), self.shards, self.chunk,
+                _tail=take(self.tail))
 
   def blocks(self, fn: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """fn of each device's block of rows, stacked: [shards * m, ...].
