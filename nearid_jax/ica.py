@@ -611,6 +611,12 @@ def _check_rank(x, lam: np.ndarray, k, solver: str, dtype) -> int:
           f"{validation._short_list(const)}; the covariance has numerical "
           f"rank {rank} of {d}. Drop those columns, or pass "
           f"n_components={rank} (or n_components='auto') to reduce by PCA.")
+    if rank == 0:
+      raise ValueError(
+          f"x has no variance float arithmetic resolves{where}: its "
+          f"covariance has numerical rank 0 of {d} (eigenvalues "
+          f"{lr[0]:.2e} ... {lr[-1]:.2e}). Check the input's scale and "
+          f"values.")
     hint = (" or whiten_solver='svd' (which resolves smaller variances),"
             if solver == "eigh" else "")
     raise ValueError(
@@ -623,8 +629,23 @@ def _check_rank(x, lam: np.ndarray, k, solver: str, dtype) -> int:
 
 
 @jax.jit
-def _all_finite(x):
-  return jnp.all(jnp.isfinite(x))
+def _finite_and_max_abs(x):
+  return jnp.all(jnp.isfinite(x)), jnp.max(jnp.abs(x))
+
+
+def _range_exponent(biggest: float) -> int:
+  """e with biggest * 2^-e in [0.5, 1) when `biggest` (max |x|) is outside
+  [2^-40, 2^40], whose squares and their sums float32 holds; else 0."""
+  if biggest == 0 or 2.0 ** -40 <= biggest <= 2.0 ** 40:
+    return 0
+  return int(np.frexp(biggest)[1])
+
+
+def _scaled_back(res: ICAResult, exponent: int) -> ICAResult:
+  """The result for x from the fit of x * 2^-exponent (exact)."""
+  c = 2.0 ** -exponent
+  return res.replace(unmixing=res.unmixing * c, whitening=res.whitening * c,
+                     mixing=res.mixing / c, mean=res.mean / c)
 
 
 def _as_keys(key, n_runs):
@@ -793,14 +814,21 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
     raise ValueError("n_components='auto' needs concrete x (the rank sets "
                      "the output shape); call fastica outside jit, or pass "
                      "an int.")
+  exponent = 0
   if concrete:
-    # One pass, before any compilation; a device array is only copied to
-    # the host when it holds non-finite values (to say where).
-    if not (_all_finite(xj) if isinstance(x, jax.Array)
-            else np.isfinite(x).all()):
+    # One pass on the device, before any compilation; the input is only
+    # copied to the host when it holds non-finite values (to say where).
+    finite, biggest = _finite_and_max_abs(xj)
+    if not finite:
       validation.check_finite("x", np.asarray(x),
                               run_axis=0 if batched else None,
                               row_axis=1 if batched else 0)
+    exponent = _range_exponent(float(biggest))
+    if exponent:
+      # Out of float range for the moments (x^2 overflows at ~1e19 in
+      # float32, underflows below ~1e-19): fit x * 2^-exponent, exactly,
+      # and scale the results back.
+      xj = xj * jnp.asarray(2.0 ** -exponent, xj.dtype)
   keys = _as_keys(key, n_runs)
   if batched:
     keys = layout.pad(keys)
@@ -843,6 +871,8 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
                     batch=batch)
   if batched:
     res = layout.unpad(res)
+  if exponent:
+    res = _scaled_back(res, exponent)
   # (A traced key or w_init gives traced results even for concrete x.)
   if concrete and validation.is_concrete(res.converged):
     conv = np.atleast_1d(np.asarray(res.converged))

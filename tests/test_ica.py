@@ -364,6 +364,25 @@ def test_warm_start_on_rows_split_over_devices(small, stride):
                   np.linalg.pinv(np.asarray(cold.unmixing))) < 1e-4
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_global_scale_of_x_does_not_matter(small, scale):
+  # x^2 overflows float32 at 1e20 and underflows at 1e-30 ("numerical rank
+  # 0 ... pass n_components=0" before): x is fitted times a power of two.
+  x, _ = small
+  base = ica.fastica(x, jax.random.key(2))
+  s = np.float32(scale)
+  for xs in (x * s, jnp.asarray(x * s)):
+    res = ica.fastica(xs, jax.random.key(2))
+    np.testing.assert_allclose(np.asarray(res.sources),
+                               np.asarray(base.sources), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(res.unmixing) * scale,
+                               np.asarray(base.unmixing), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(res.mixing) / scale,
+                               np.asarray(base.mixing), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(res.mean) / scale,
+                               np.asarray(base.mean), rtol=1e-5, atol=1e-6)
+
+
 def test_same_key_gives_identical_results(small):
   x, _ = small
   a = ica.fastica(x, jax.random.key(4), algorithm="deflation")

@@ -220,6 +220,24 @@ def test_relabelling_and_rescaling_latents_changes_nothing(data, seed):
   assert abs(a - b) <= 1e-4
 
 
+@pytest.mark.parametrize("scale", [1e20, 1e-30])
+def test_global_scale_of_the_codes_does_not_matter(data, batched, scale):
+  # float32 moments of codes at 1e20 overflow and at 1e-30 underflow (DCI,
+  # MCC and InfoE came out 0); the codes are brought into range by a power
+  # of two first. SAP (a fixed-C linear SVM) depends on the scale by its
+  # definition and is left out.
+  zs, u = data["zs"] * np.float32(scale), data["u"]
+  got = {}
+  got.update(metrics.infomec(zs, u))
+  got.update({f"dci_{k}": v for k, v in metrics.dci(zs, u).items()})
+  got.update(metrics.mig(zs, u))
+  got.update(metrics.modularity_explicitness(zs, u))
+  got["mcc_pearson"] = metrics.mcc(zs, u)["mcc"]
+  got.update(metrics.r2(zs, u))
+  for name, val in got.items():
+    np.testing.assert_allclose(val, batched[name], atol=2e-3, err_msg=name)
+
+
 def _toy_sampler(key, factor, values):
   """Observations are the factor indices themselves (a known function)."""
   m = values.shape[0]

@@ -4,7 +4,10 @@ Conventions shared by all supervised metrics (documented once, here):
 
 * Codes `z` are [n, d] (one run) or [R, n, d] (R runs of the same n inputs);
   they must be finite floats. A constant latent is allowed (it carries no
-  information; standardising it gives zeros, not NaN).
+  information; standardising it gives zeros, not NaN). Codes whose largest
+  magnitude is outside [2^-40, 2^40] are first multiplied by a power of two
+  (exact) so that float32 moments neither overflow nor underflow; every
+  metric but SAP is invariant to that.
 * Factors are [n, K] (shared by all runs) or [R, n, K]. Each factor column is
   encoded to classes 0..C_k-1 in increasing order of its values (as
   sklearn's LabelEncoder does); the numeric values are kept for the metrics
@@ -85,6 +88,7 @@ def as_runs(name: str, z) -> tuple[jax.Array, bool]:
   batched = np.ndim(z) == 3
   validation.check_finite(name, z, run_axis=0 if batched else None,
                           row_axis=1 if batched else 0)
+  z = _within_float32_range(z)
   # Arrays of an earlier stage stay on their devices; ones the caller
   # committed elsewhere join the devices the metrics run on.
   z = parallel.on_devices(jnp.asarray(z, jnp.float32))
@@ -96,6 +100,31 @@ def as_runs(name: str, z) -> tuple[jax.Array, bool]:
   if z.shape[2] < 1:
     raise ValueError(f"{name} has no latent dimensions (shape {z.shape}).")
   return z, batched
+
+
+# Largest |code| outside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]: rescaled.
+SAFE_EXPONENT = 40
+
+
+def _within_float32_range(z):
+  """z times a power of two bringing max |z| into [0.5, 1), when max |z| is
+  outside [2^-40, 2^40]; else z as it is.
+
+  The metrics' float32 moments square the codes: at 1e20 they overflow, at
+  1e-30 they underflow, and DCI, MCC and InfoE came out 0. A power of two
+  changes no mantissa, and every metric but SAP (a fixed-C linear SVM,
+  scale-dependent by its definition) is invariant to a global rescaling, so
+  they give their scale-1 values. One factor for all runs, so the runs keep
+  their relative scales (UDR compares them).
+  """
+  m = float(np.max(np.abs(np.asarray(z) if isinstance(z, np.ndarray)
+                          else jnp.abs(z))))
+  if m == 0 or 2.0 ** -SAFE_EXPONENT <= m <= 2.0 ** SAFE_EXPONENT:
+    return z
+  e = int(np.frexp(m)[1])
+  if isinstance(z, np.ndarray):
+    return np.ldexp(z, -e)
+  return z * jnp.asarray(2.0 ** -e, z.dtype)
 
 
 def _encode_column(col: np.ndarray, what: str, warn: bool
