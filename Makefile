@@ -54,9 +54,11 @@ demo: $(VENV)/.installed
 # nothing): that is a failure too, said in words. TEST_WORKERS pytest-xdist
 # processes share the tests file by file (the suite is compile-bound: one
 # compiling process per core); TEST_WORKERS=0 runs them in this process.
+# A worker that crashes ends the run (--max-worker-restart 0): after a
+# replaced worker, xdist's loadfile scheduler was seen to wait forever.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test
-	@$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS) || { rc=$$?; \
+	@$(BIN)/python -m pytest $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile --max-worker-restart 0) $(PYTEST_ARGS) || { rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests (PYTEST_ARGS=$(PYTEST_ARGS))" >&2; fi; exit $$rc; }
 	@if [ -z "$(PYTEST_ARGS)" ]; then $(MAKE) --no-print-directory test-other-pythons; fi
 

@@ -117,8 +117,10 @@ def _within_float32_range(z):
   they give their scale-1 values. One factor for all runs, so the runs keep
   their relative scales (UDR compares them).
   """
-  m = float(np.max(np.abs(np.asarray(z) if isinstance(z, np.ndarray)
-                          else jnp.abs(z))))
+  if not validation.is_concrete(z):
+    return z  # under jit: as given
+  m = float(np.max(np.abs(z)) if isinstance(z, np.ndarray)
+            else jnp.max(jnp.abs(z)))
   if m == 0 or 2.0 ** -SAFE_EXPONENT <= m <= 2.0 ** SAFE_EXPONENT:
     return z
   e = int(np.frexp(m)[1])
