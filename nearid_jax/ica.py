@@ -633,14 +633,6 @@ def _finite_and_max_abs(x):
   return jnp.all(jnp.isfinite(x)), jnp.max(jnp.abs(x))
 
 
-def _range_exponent(biggest: float) -> int:
-  """e with biggest * 2^-e in [0.5, 1) when `biggest` (max |x|) is outside
-  [2^-40, 2^40], whose squares and their sums float32 holds; else 0."""
-  if biggest == 0 or 2.0 ** -40 <= biggest <= 2.0 ** 40:
-    return 0
-  return int(np.frexp(biggest)[1])
-
-
 def _scaled_back(res: ICAResult, exponent: int) -> ICAResult:
   """The result for x from the fit of x * 2^-exponent (exact)."""
   c = 2.0 ** -exponent
@@ -823,10 +815,9 @@ def _fastica(x, key, *, n_components, algorithm, fun, fun_alpha,
       validation.check_finite("x", np.asarray(x),
                               run_axis=0 if batched else None,
                               row_axis=1 if batched else 0)
-    exponent = _range_exponent(float(biggest))
+    exponent = validation.range_exponent(float(biggest))
     if exponent:
-      # Out of float range for the moments (x^2 overflows at ~1e19 in
-      # float32, underflows below ~1e-19): fit x * 2^-exponent, exactly,
+      # Out of float range for the moments: fit x * 2^-exponent, exactly,
       # and scale the results back.
       xj = xj * jnp.asarray(2.0 ** -exponent, xj.dtype)
   keys = _as_keys(key, n_runs)

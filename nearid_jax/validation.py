@@ -84,6 +84,24 @@ def check_finite(name: str, x, *, run_axis: int | None = None,
       f"({'; '.join(where)}); remove or impute them before calling.")
 
 
+# Largest |value| outside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]: rescaled by
+# `range_exponent` (float32 squares and their sums hold the range inside).
+SAFE_EXPONENT = 40
+
+
+def range_exponent(biggest: float) -> int:
+  """e with biggest * 2^-e in [0.5, 1) when `biggest` (a max |x|) is outside
+  [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]; else 0 (leave the data alone).
+
+  Multiplying by 2^-e changes no mantissa: FastICA and the metrics fit data
+  out of float32 range for their moments (x^2 overflows at ~1e19 and
+  underflows below ~1e-19) this way, exactly.
+  """
+  if biggest == 0 or 2.0 ** -SAFE_EXPONENT <= biggest <= 2.0 ** SAFE_EXPONENT:
+    return 0
+  return int(np.frexp(biggest)[1])
+
+
 @jax.jit
 def _all_finite(x):
   return jnp.all(jnp.isfinite(x))

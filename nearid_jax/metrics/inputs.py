@@ -102,13 +102,9 @@ def as_runs(name: str, z) -> tuple[jax.Array, bool]:
   return z, batched
 
 
-# Largest |code| outside [2^-SAFE_EXPONENT, 2^SAFE_EXPONENT]: rescaled.
-SAFE_EXPONENT = 40
-
-
 def _within_float32_range(z):
-  """z times a power of two bringing max |z| into [0.5, 1), when max |z| is
-  outside [2^-40, 2^40]; else z as it is.
+  """z times a power of two bringing max |z| into [0.5, 1) when it is out of
+  range for float32 moments (`validation.range_exponent`); else z.
 
   The metrics' float32 moments square the codes: at 1e20 they overflow, at
   1e-30 they underflow, and DCI, MCC and InfoE came out 0. A power of two
@@ -119,11 +115,11 @@ def _within_float32_range(z):
   """
   if not validation.is_concrete(z):
     return z  # under jit: as given
-  m = float(np.max(np.abs(z)) if isinstance(z, np.ndarray)
-            else jnp.max(jnp.abs(z)))
-  if m == 0 or 2.0 ** -SAFE_EXPONENT <= m <= 2.0 ** SAFE_EXPONENT:
+  e = validation.range_exponent(float(
+      np.max(np.abs(z)) if isinstance(z, np.ndarray)
+      else jnp.max(jnp.abs(z))))
+  if not e:
     return z
-  e = int(np.frexp(m)[1])
   if isinstance(z, np.ndarray):
     return np.ldexp(z, -e)
   return z * jnp.asarray(2.0 ** -e, z.dtype)
